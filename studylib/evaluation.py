@@ -1,0 +1,154 @@
+"""Evaluation: batched greedy answers, answer normalisation, per-benchmark metrics, scores relative to a
+reference model ("AVG %", as the study: the mean over benchmarks of 100 * score / reference score)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import data as D
+
+PRIMARY_METRIC = {b: "accuracy" for b in D.BENCHMARKS}
+_WORDS = {w: str(i) for i, w in enumerate(D.NUMBER_WORDS)}
+_ARTICLES = {"a", "an", "the"}
+
+
+def normalize(text: str) -> str:
+    """Lower-case, drop punctuation and articles, number words -> digits ("Two." -> "2")."""
+    words = re.sub(r"[^\w\s]", " ", text.lower()).split()
+    return " ".join(_WORDS.get(w, w) for w in words if w not in _ARTICLES)
+
+
+def parse_yes_no(text: str) -> str:
+    words = normalize(text).split()
+    return words[0] if words and words[0] in ("yes", "no") else ""
+
+
+def parse_letter(text: str) -> str:
+    """First option letter: "B", "B.", "(B) circle", "the answer is B" -> "B"."""
+    m = re.search(r"\b([A-D])\b", text.strip())
+    return m.group(1) if m else ""
+
+
+def parse_digits(text: str) -> str:
+    """Digits of an OCR answer, spaces removed ("4 7" -> "47")."""
+    return "".join(ch for ch in normalize(text) if ch.isdigit())
+
+
+def is_correct(benchmark: str, prediction: str, answer: str) -> bool:
+    if benchmark == "pope":
+        return parse_yes_no(prediction) == answer
+    if benchmark == "mcq":
+        return parse_letter(prediction) == answer
+    if benchmark == "ocr":
+        return parse_digits(prediction) == answer
+    return normalize(prediction) == normalize(answer)
+
+
+@torch.no_grad()
+def generate_answers(model, processor, ds, batch_size: int = 64, max_new_tokens: int = 8,
+                     blank_images: bool = False, progress: bool = True) -> list[str]:
+    """Greedy answers for every record of `ds` (left-padded batches, KV cache, stop at </s>).
+
+    `blank_images=True` replaces every image by a black one (does the model use the image?).
+    """
+    tok = processor.tokenizer
+    tok.padding_side = "left"
+    model.eval()
+    answers: list[str] = []
+    for start in tqdm(range(0, len(ds), batch_size), desc="generate", disable=not progress, leave=False):
+        batch = ds[start:start + batch_size]
+        prompts = [D.prompt_text(c[0]["value"]) for c in batch["conversations"]]
+        images = [im.convert("RGB") for im in batch["image"] if im is not None]
+        if blank_images:
+            images = [im.point(lambda _: 0) for im in images]
+        inputs = processor(text=prompts, images=images or None, padding=True, return_tensors="pt")
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        answers += tok.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return [a.strip() for a in answers]
+
+
+def score_benchmark(benchmark: str, predictions: list[str], ds) -> dict[str, float]:
+    """accuracy for every benchmark; POPE adds F1 (positive = "yes"), yes-ratio and per-category accuracy."""
+    answers = ds["answer"]
+    correct = [is_correct(benchmark, p, a) for p, a in zip(predictions, answers)]
+    out = {"accuracy": sum(correct) / len(correct)}
+    if benchmark == "pope":
+        pred = [parse_yes_no(p) for p in predictions]
+        tp = sum(p == "yes" and a == "yes" for p, a in zip(pred, answers))
+        fp = sum(p == "yes" and a == "no" for p, a in zip(pred, answers))
+        fn = sum(p != "yes" and a == "yes" for p, a in zip(pred, answers))
+        out["f1"] = 2 * tp / max(2 * tp + fp + fn, 1)
+        out["yes_ratio"] = pred.count("yes") / len(pred)
+        for cat in ("random", "popular", "adversarial"):
+            idx = [i for i, c in enumerate(ds["category"]) if c == cat]
+            if idx:
+                out[f"accuracy_{cat}"] = sum(correct[i] for i in idx) / len(idx)
+    return out
+
+
+def load_benchmarks(names: list[str] | None = None, n: int = 500, seed: int = 0, cache_dir=None) -> dict:
+    names = D.check_names("benchmark", names or D.BENCHMARKS, D.BENCHMARKS)
+    return {b: D.build_dataset(b, n, seed, cache_dir) for b in names}
+
+
+def evaluate(model, processor, benchmarks: dict, model_name: str = "model", batch_size: int = 64,
+             blank_images: bool = False, progress: bool = True) -> pd.DataFrame:
+    """Tidy table with one row per (model, benchmark, metric): columns model, benchmark, metric, score, n,
+    chance, seconds. `benchmarks` maps names to datasets (see `load_benchmarks`)."""
+    rows = []
+    for name, ds in benchmarks.items():
+        t0 = time.perf_counter()
+        preds = generate_answers(model, processor, ds, batch_size, blank_images=blank_images, progress=progress)
+        secs = time.perf_counter() - t0
+        chance = D.chance_level(ds)
+        for metric, score in score_benchmark(name, preds, ds).items():
+            rows.append({"model": model_name, "benchmark": name, "metric": metric, "score": score,
+                         "n": len(ds), "chance": chance if metric == "accuracy" else None, "seconds": secs})
+    return pd.DataFrame(rows)
+
+
+def primary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, benchmark): the benchmark's primary metric."""
+    keep = table["metric"] == table["benchmark"].map(PRIMARY_METRIC)
+    return table[keep].reset_index(drop=True)
+
+
+def relative_scores(table: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Per benchmark: relative = 100 * score / reference score (primary metrics). AVG % is their mean."""
+    ref = primary(reference).set_index("benchmark")["score"]
+    out = primary(table)[["model", "benchmark", "score"]].copy()
+    out["reference"] = out["benchmark"].map(ref)
+    if out["reference"].isna().any() or (out["reference"] <= 0).any():
+        missing = out.loc[out["reference"].isna() | (out["reference"] <= 0), "benchmark"].tolist()
+        raise ValueError(f"reference has no positive score for benchmarks {missing}")
+    out["relative"] = 100 * out["score"] / out["reference"]
+    return out
+
+
+def avg_percent(table: pd.DataFrame, reference: pd.DataFrame, benchmarks: list[str] | None = None) -> float:
+    """AVG % = mean over benchmarks of 100 * score / reference score."""
+    rel = relative_scores(table, reference)
+    if benchmarks is not None:
+        rel = rel[rel["benchmark"].isin(benchmarks)]
+    return float(rel["relative"].mean())
+
+
+def summary(table: pd.DataFrame) -> dict[str, float]:
+    """Primary score per benchmark and the mean over image benchmarks."""
+    p = primary(table).set_index("benchmark")["score"]
+    out = {b: float(s) for b, s in p.items()}
+    img = [out[b] for b in D.IMAGE_BENCHMARKS if b in out]
+    if img:
+        out["image_mean"] = sum(img) / len(img)
+    return out
+
+
+def answer_distribution(predictions: list[str]) -> Counter:
+    return Counter(normalize(p) for p in predictions)

@@ -1,0 +1,120 @@
+"""Training the embedded teacher: LLaVA's two stages with `transformers.Trainer`.
+
+LLaVA-1.5 starts from a pretrained CLIP and Vicuna; stage 1 aligns the projector on captions, stage 2
+instruction-tunes projector and LM. Here nothing is pretrained, so both stages also train the vision tower
+and the LM: stage 1 on dense captions only (a curriculum: "red circle at top left; ..." teaches colour,
+shape and position of every cell), stage 2 on the whole instruction mix. Loss on answer tokens only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from . import data as D
+from . import models as M
+
+
+@dataclass
+class TeacherConfig:
+    preset: str = "llava-small"
+    seed: int = 0
+    n_train: int = 20000
+    stage1_steps: int = 200  # captions only
+    max_steps: int = 1000  # stage 2, the whole mix
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    threads: int = 0  # 0: leave torch's default
+
+
+def training_args(out_dir: str | Path, *, steps: int, batch_size: int, lr: float, seed: int,
+                  warmup_ratio: float = 0.03, weight_decay: float = 0.0, logging_steps: int = 0, **kw):
+    """TrainingArguments shared by every training run of the package (cosine schedule, CPU-friendly)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(out_dir), max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
+        lr_scheduler_type="cosine", warmup_steps=math.ceil(warmup_ratio * steps), weight_decay=weight_decay,
+        logging_steps=logging_steps or max(1, min(10, steps // 5)), save_strategy="no", report_to=[], seed=seed, data_seed=seed,
+        dataloader_num_workers=0, dataloader_pin_memory=False, remove_unused_columns=False, disable_tqdm=False, **kw,
+    )
+
+
+def run_stage(model, processor, train_ds, out_dir: Path, steps: int, cfg: TeacherConfig, name: str) -> list[dict]:
+    from transformers import Trainer
+
+    args = training_args(out_dir / name, steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                         warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay)
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=D.Collator(processor))
+    trainer.train()
+    return [dict(row, stage=name) for row in trainer.state.log_history if "loss" in row]
+
+
+def train_teacher(cfg: TeacherConfig, out_dir: str | Path, cache_dir: str | Path | None = None) -> dict:
+    """Build data, processor and model for `cfg.preset`, train both stages, save a HF checkpoint.
+
+    Writes `out_dir/` (model + processor), `train_log.json` and `teacher_metrics.json`; returns the metrics.
+    """
+    M.get_preset(cfg.preset)
+    out_dir = Path(out_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t0 = time.time()
+    ds = D.build_dataset("train", cfg.n_train, cfg.seed, cache_dir)
+    processor = M.build_processor(cfg.preset)
+    model = M.build_model(cfg.preset, processor, cfg.seed)
+    tds = D.tokenize_dataset(ds, processor)
+    t_data = time.time() - t0
+    log: list[dict] = []
+    if cfg.stage1_steps:
+        captions = tds.filter(lambda f: f == "caption", input_columns="family")
+        log += run_stage(model, processor, captions, out_dir / "_trainer", cfg.stage1_steps, cfg, "stage1")
+    if cfg.max_steps:
+        log += run_stage(model, processor, tds, out_dir / "_trainer", cfg.max_steps, cfg, "stage2")
+    t_train = time.time() - t0 - t_data
+    model.eval()
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    metrics = {"config": asdict(cfg), "params": M.param_breakdown(model), "data_seconds": round(t_data, 1),
+               "train_seconds": round(t_train, 1), "final_loss": log[-1]["loss"] if log else None}
+    (out_dir / "train_log.json").write_text(json.dumps(log, indent=1))
+    (out_dir / "teacher_metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def config_hash(cfg: TeacherConfig) -> str:
+    import hashlib
+
+    keep = {k: v for k, v in asdict(cfg).items() if k != "threads"}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode() + D.GENERATOR_VERSION.encode()).hexdigest()[:10]
+
+
+def default_checkpoint_root() -> Path:
+    return Path(__file__).resolve().parent.parent / "data" / "checkpoints"
+
+
+def ensure_teacher(cfg: TeacherConfig, root: str | Path | None = None, cache_dir=None) -> Path:
+    """The teacher's folder for `cfg`, trained once and cached under `root/teacher-<preset>-s<seed>-<hash>`.
+
+    Training writes to a temporary folder that is renamed at the end, so an interrupted run never leaves
+    a folder that looks finished.
+    """
+    import shutil
+
+    root = Path(root) if root else default_checkpoint_root()
+    path = root / f"teacher-{cfg.preset}-s{cfg.seed}-{config_hash(cfg)}"
+    if (path / "teacher_metrics.json").exists():
+        return path
+    tmp = path.with_name(path.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    train_teacher(cfg, tmp, cache_dir)
+    shutil.rmtree(tmp / "_trainer", ignore_errors=True)
+    tmp.rename(path)
+    return path

@@ -1,0 +1,57 @@
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "studylib.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_cli_unknown_preset_is_a_clear_error(tmp_path):
+    r = run_cli("teacher", "--preset", "llava-huge", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2
+    assert "unknown preset ['llava-huge']; valid presets are: llava-tiny, bunny-tiny, llava-small" in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_unknown_benchmark_is_a_clear_error(tmp_path):
+    r = run_cli("evaluate", str(tmp_path), "--benchmarks", "count,vqa", "--out", str(tmp_path / "o.json"))
+    assert r.returncode == 2 and "unknown benchmark ['vqa']; valid benchmarks are:" in r.stderr
+
+
+def test_cli_evaluate_writes_json_with_reference(tiny_teacher, tmp_path, cache_dir):
+    out = tmp_path / "e.json"
+    r = run_cli("evaluate", str(tiny_teacher), "--benchmarks", "count,text-only", "--n", "8", "--cache",
+                str(cache_dir), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    import json
+
+    res = json.loads(out.read_text())
+    assert set(res["summary"]) >= {"count", "text-only"}
+    assert {row["benchmark"] for row in res["table"]} == {"count", "text-only"}
+
+
+def test_environment_yml_agrees_with_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    deps = env["dependencies"]
+    python = next(d for d in deps if isinstance(d, str) and d.startswith("python="))
+    major_minor = tuple(int(x) for x in python.split("=")[1].split("."))
+    assert major_minor >= tuple(int(x) for x in re.findall(r"\d+", project["requires-python"]))
+    pip = next(d["pip"] for d in deps if isinstance(d, dict))
+    assert pip == ["-e .[dev]"], "environment.yml installs the project itself: pyproject is the single source"
+    assert "torch==2.13.0" in project["dependencies"]
+    assert "dev" in project["optional-dependencies"]
+
+
+def test_readme_quick_start_has_the_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"^make \w+$", quick, flags=re.M) == ["make study", "make test"]
+    assert "make test" in (ROOT / ".ci" / "run").read_text()

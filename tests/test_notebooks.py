@@ -1,0 +1,49 @@
+"""Notebooks are tested artefacts: committed without outputs, one tagged parameters cell, a kernelspec,
+and each one executes (under nbval) with smoke parameters."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+SMOKE = {
+    "00_teacher": dict(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8, n_bench=10,
+                       check_quality=False),
+}
+
+
+def test_notebooks_are_stripped():
+    r = subprocess.run([sys.executable, "-m", "nbstripout", "--verify", *map(str, NOTEBOOKS)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, f"notebooks carry outputs: {r.stdout}{r.stderr}"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_structure(nb):
+    data = json.loads(nb.read_text())
+    assert data["metadata"]["kernelspec"]["name"] == "python3"
+    tagged = [c for c in data["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    assert data["cells"][0]["cell_type"] == "markdown"
+    assert any("assert " in "".join(c["source"]) for c in data["cells"] if c["cell_type"] == "code")
+    assert nb.stem in SMOKE, f"add smoke parameters for {nb.stem} to tests/test_notebooks.py"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_executes_with_smoke_parameters(nb, tmp_path, cache_dir):
+    import papermill as pm
+
+    params = dict(SMOKE[nb.stem], checkpoint_root=str(tmp_path / "ckpt"), cache_dir=str(cache_dir),
+                  metrics_path=str(tmp_path / "metrics.json"))
+    prepared = tmp_path / nb.name
+    pm.execute_notebook(str(nb), str(prepared), parameters=params, prepare_only=True, kernel_name="python3")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                        "--nbval-current-env", str(prepared)], capture_output=True, text=True, cwd=ROOT / "notebooks")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["notebook"] == nb.stem
