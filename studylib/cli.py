@@ -3,7 +3,9 @@
     studylib data     [--n-train N] [--n-bench N] [--seed S] [--out DIR]
     studylib teacher  --preset NAME --out DIR [--seed S] [--max-steps N] [--stage1-steps N]
     studylib evaluate MODEL [--benchmarks a,b] [--reference REF.json] [--blank-images] --out FILE.json
-    studylib study    [--notebooks 00_teacher,...]     (what `make study` runs)
+    studylib prune    MODEL --paradigm {layerwise,widthwise} --criterion NAME --ratio R --out DIR
+                      [--calib-samples N] [--seed S] [--layers START:END] [--round-to K] [--n-layers N]
+    studylib study    [--config configs/default.yaml]  (what `make study` runs)
     studylib report
 """
 
@@ -66,14 +68,141 @@ def cmd_evaluate(args) -> None:
         print(f"AVG % = {result['avg_percent']:.2f}")
 
 
+# spelled out so that building the parser does not import transformers (tests check it against pruning.py)
+PRUNE_CRITERIA_HELP = ("layerwise: bi, angular, loss, deepest, random; "
+                       "widthwise: taylor, taylor-vector, l1, l2, activation, wanda, random")
+
+
+def _ratio(text: str | None, required: bool) -> float | None:
+    from . import pruning as P
+
+    if text is None:
+        if required:
+            raise ValueError("--ratio is required: the fraction of LM parameters to remove, a number in [0, 1)")
+        return None
+    try:
+        ratio = float(text)
+    except ValueError:
+        ratio = text
+    P._check_ratio(ratio)
+    return ratio
+
+
+def _layer_range(text: str, num_layers: int) -> list[int]:
+    """--layers START:END (END excluded, as a Python slice; an omitted bound means the first / last block)."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d*)\s*:\s*(\d*)\s*", text)
+    if not m:
+        raise ValueError(f"--layers must be START:END (decoder block indices, END excluded, e.g. 1:{num_layers - 1}); "
+                         f"got {text!r}")
+    start = int(m[1]) if m[1] else 0
+    end = int(m[2]) if m[2] else num_layers
+    if not 0 <= start < end <= num_layers:
+        raise ValueError(f"--layers {text} selects no valid block range: the model has {num_layers} decoder blocks, "
+                         f"so 0 <= START < END <= {num_layers}")
+    return list(range(start, end))
+
+
+def _decoder_layers(model: str) -> int:
+    """Number of decoder blocks of a checkpoint, read from its config (no weights loaded)."""
+    from transformers import AutoConfig
+
+    from . import pruning  # noqa: F401  (registers the pruned_* configs of earlier widthwise runs)
+
+    if not Path(model).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise FileNotFoundError(f"{model!r} is not a local folder and HF_HUB_OFFLINE=1 forbids the hub; "
+                                "pass a checkpoint folder, or unset HF_HUB_OFFLINE to download")
+    try:
+        config = AutoConfig.from_pretrained(model)
+    except OSError as e:
+        raise ValueError(f"MODEL {model!r} is not a checkpoint folder: {str(e).splitlines()[0]}") from None
+    return getattr(config, "text_config", config).num_hidden_layers
+
+
+def _prune_settings(args) -> dict:
+    """Check every argument of `studylib prune` (before any model or data is loaded)."""
+    from . import pruning as P
+
+    P._check_criterion(args.paradigm, args.criterion)
+    layerwise = args.paradigm == "layerwise"
+    if args.n_layers is not None and not layerwise:
+        raise ValueError("--n-layers applies to layerwise pruning only; use --ratio for widthwise pruning")
+    if args.round_to is not None and layerwise:
+        raise ValueError("--round-to applies to widthwise pruning only (kept neurons a multiple of K)")
+    if args.n_layers is not None and args.ratio is not None:
+        raise ValueError("give either --ratio or --n-layers, not both")
+    ratio = _ratio(args.ratio, required=args.n_layers is None)
+    P._check_count("--n-train", args.n_train, 1)
+    samples = args.calib_samples if args.calib_samples is not None else P.default_calib_samples(args.criterion)
+    if not P.needs_calibration(args.criterion):
+        samples = 0  # deepest, random, l1, l2 never look at data
+    else:
+        P._check_count("--calib-samples", samples, 1, args.n_train)
+    P._check_count("--round-to", 1 if args.round_to is None else args.round_to, 1)
+    P._check_count("--seed", args.seed, 0)
+    num_layers = _decoder_layers(args.model)
+    layers = _layer_range(args.layers, num_layers) if args.layers is not None else None
+    if args.n_layers is not None:
+        candidates = len(layers) if layers is not None else num_layers
+        P._check_count("--n-layers", args.n_layers, 0, min(candidates, num_layers - 1))  # one block must stay
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} exists and is not a folder")
+    return dict(ratio=ratio, samples=samples, layers=layers, num_layers=num_layers)
+
+
+def cmd_prune(args) -> None:
+    from . import models as M
+    from . import pruning as P
+
+    s = _prune_settings(args)
+    model, processor = M.load(args.model)
+    if s["samples"]:
+        calib = P.calibration_batches(processor, s["samples"], args.seed, cache_dir=args.cache, n_train=args.n_train)
+        print(f"calibration: {s['samples']} random samples of the instruction mix (n_train={args.n_train}, "
+              f"seed={args.seed}), fingerprint {P.calibration_fingerprint(calib)}")
+    else:
+        calib = []
+        print(f"calibration: none (criterion {args.criterion!r} does not use data)")
+    scores = P.compute_scores(model, args.paradigm, args.criterion, calib, seed=args.seed)
+    plan = P.make_plan(model, scores, s["ratio"], layers=s["layers"], n_layers=args.n_layers,
+                       round_to=args.round_to or 1)
+    P.apply_plan(model, plan)
+    P.save_pruned(model, plan, scores, args.out, processor=processor)
+    if plan.paradigm == "layerwise":
+        removed = [i for i in range(plan.num_layers) if i not in plan.kept_layers]
+        print(f"removed decoder blocks {removed} of {plan.num_layers}")
+    else:
+        changed = {i: (len(h), len(kv), len(n)) for i, (h, kv, n)
+                   in enumerate(zip(plan.kept_heads, plan.kept_kv_heads, plan.kept_neurons)) if h is not None}
+        for i, (q, kv, m) in changed.items():
+            q0, kv0, m0 = plan.widths_before[i]
+            print(f"block {i}: heads {q0} -> {q}, kv heads {kv0} -> {kv}, neurons {m0} -> {m}")
+    requested = "n/a (--n-layers)" if plan.requested_ratio is None else f"{plan.requested_ratio:.4f}"
+    print(f"requested LM ratio {requested}; achieved LM ratio {plan.lm_ratio:.4f} "
+          f"({plan.lm_params_before:,} -> {plan.lm_params_after:,} LM parameters); whole-model ratio "
+          f"{plan.model_ratio:.4f} ({plan.model_params_before:,} -> {plan.model_params_after:,} parameters)")
+    print(f"saved to {args.out}")
+
+
 def cmd_study(args) -> None:
+    """Run the notebooks listed in a config file (configs/default.yaml) in order, then render the report."""
+    import time
+
+    import yaml
+
     from . import report as R
 
-    for name in args.notebooks:
-        print(f"running notebooks/{name}.ipynb ...", flush=True)
-        R.run_notebook(name, {})
-    index = R.build_report()
-    print(f"report: {index}")
+    config = yaml.safe_load(Path(args.config).read_text())
+    entries = config.get("notebooks") if isinstance(config, dict) else None
+    if not entries or not all(isinstance(e, dict) and "name" in e for e in entries):
+        raise ValueError(f"{args.config}: expected 'notebooks:' with a list of {{name, parameters}} entries")
+    for e in entries:
+        t0 = time.time()
+        print(f"running notebooks/{e['name']}.ipynb ...", flush=True)
+        R.run_notebook(e["name"], e.get("parameters") or {})
+        print(f"  done in {time.time() - t0:.0f} s -> reports/runs/{e['name']}.ipynb", flush=True)
+    print(f"report: {R.build_report()}")
 
 
 def cmd_report(args) -> None:
@@ -116,8 +245,35 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--cache", default=None)
     e.add_argument("--out", required=True)
     e.set_defaults(func=cmd_evaluate)
+    pr = sub.add_parser("prune", help="prune the language model of a checkpoint (layerwise or widthwise)",
+                        description="Score, plan and prune the LM decoder; write a reloadable checkpoint with "
+                                    "pruning_plan.json and importance.json.")
+    pr.add_argument("model", help="checkpoint folder (e.g. a teacher)")
+    pr.add_argument("--paradigm", required=True, metavar="{layerwise,widthwise}",
+                    help="layerwise: remove decoder blocks; widthwise: remove attention heads and MLP neurons")
+    pr.add_argument("--criterion", required=True, metavar="NAME",
+                    help=PRUNE_CRITERIA_HELP)
+    pr.add_argument("--ratio", default=None, metavar="R", help="fraction of LM parameters to remove, in [0, 1)")
+    pr.add_argument("--out", required=True, metavar="DIR", help="output checkpoint folder")
+    pr.add_argument("--calib-samples", type=int, default=None, metavar="N",
+                    help="calibration samples (default: 10 for Taylor criteria, 50 otherwise)")
+    pr.add_argument("--seed", type=int, default=0, metavar="S",
+                    help="seed of the training data, of the calibration draw and of 'random'")
+    pr.add_argument("--layers", default=None, metavar="START:END",
+                    help="blocks that may be pruned, END excluded (default: all for layerwise, all but the first "
+                         "and the last for widthwise)")
+    pr.add_argument("--round-to", type=int, default=None, metavar="K",
+                    help="widthwise: kept neurons a multiple of K (default 1)")
+    pr.add_argument("--n-layers", type=int, default=None, metavar="N",
+                    help="layerwise: remove exactly N blocks (instead of --ratio)")
+    pr.add_argument("--n-train", type=int, default=20000, metavar="N",
+                    help="size of the instruction mix the calibration samples are drawn from (the teacher's)")
+    pr.add_argument("--cache", default=None, metavar="DIR", help="data cache folder")
+    pr.set_defaults(func=cmd_prune)
+
     s = sub.add_parser("study", help="run the default study notebooks and render the report")
-    s.add_argument("--notebooks", type=_csv, default=["00_teacher"], help="comma-separated notebook names")
+    s.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "configs" / "default.yaml"),
+                   help="a YAML file listing notebooks and their parameters (default: configs/default.yaml)")
     s.set_defaults(func=cmd_study)
 
     r = sub.add_parser("report", help="render executed notebooks under reports/runs to HTML pages")

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from PIL import Image, ImageDraw
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "6"
 IMAGE_SIZE = 32
 CELL = 16
 CELLS = [(0, 0), (1, 0), (0, 1), (1, 1)]  # (column, row) in reading order
@@ -47,8 +47,9 @@ OBJECT_TYPES = [(c, s) for c in COLORS for s in SHAPES]
 # Zipf-like popularity: some objects are common in the data, which gives POPE its "popular" negatives.
 _POP = 1.0 / np.arange(1, len(OBJECT_TYPES) + 1) ** 0.6
 POPULARITY = _POP / _POP.sum()
+SHAPE_POPULARITY = sorted(SHAPES, key=lambda sh: -sum(p for (c, s), p in zip(OBJECT_TYPES, POPULARITY) if s == sh))
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
-LETTERS = "ABCD"
+LETTERS = "ABCDEF"
 
 # 3 x 5 bitmap font for the OCR task (hand-written: 10 glyphs, drawn at 3x scale).
 _FONT = {
@@ -59,12 +60,15 @@ _FONT = {
     "8": ["111", "101", "111", "101", "111"], "9": ["111", "101", "111", "001", "111"],
 }
 
-FAMILIES = ["caption", "scene-qa", "pope", "count", "mcq", "ocr", "digits", "text-only"]
+FAMILIES = ["caption", "scene-qa", "pope", "count", "mcq", "ocr", "digits", "text-only", "multi"]
 BENCHMARKS = ["scene-qa", "pope", "count", "mcq", "ocr", "digits", "text-only"]
 IMAGE_BENCHMARKS = [b for b in BENCHMARKS if b != "text-only"]
-# Share of each family in the training mix ("instruction data"); captions are the dense signal.
-TRAIN_MIX = {"caption": 0.22, "scene-qa": 0.16, "pope": 0.12, "count": 0.12, "mcq": 0.10,
+# Share of each family in the training mix ("instruction data"). Captions are the dense signal (and
+# stage 1); "multi" conversations ask 2-3 scene questions about one image, as LLaVA's multi-turn data:
+# the image is encoded once and every answer is supervised, so each step teaches more.
+TRAIN_MIX = {"caption": 0.12, "scene-qa": 0.05, "pope": 0.05, "count": 0.05, "mcq": 0.05, "multi": 0.40,
              "ocr": 0.12, "digits": 0.06, "text-only": 0.10}
+MULTI_TURN_MIX = {"caption": 0.10, "scene-qa": 0.25, "pope": 0.25, "count": 0.15, "mcq": 0.25}
 # Disjoint seed streams: the same user seed never yields the same stream for train and a benchmark.
 _SPLIT_CODE = {"train": 1, **{b: 100 + i for i, b in enumerate(BENCHMARKS)}}
 
@@ -167,7 +171,8 @@ def digit_image(pixels8: np.ndarray) -> Image.Image:
 
 
 # ----------------------------------------------------------------------------------------------
-# Question families. Each returns (image, question, answer, qtype, category).
+# Question families. A scene question takes the scene's objects and returns (question, answer, qtype,
+# category), or None when the scene admits no such question; the image is drawn once per conversation.
 
 
 def random_scene(rng: np.random.Generator, n_min: int = 1, n_max: int = 4) -> list[Obj]:
@@ -180,14 +185,9 @@ def random_scene(rng: np.random.Generator, n_min: int = 1, n_max: int = 4) -> li
     )
 
 
-def caption(objs: list[Obj]) -> str:
-    return "; ".join(f"{o.name} at {CELL_NAMES[o.cell]}" for o in objs) + "."
-
-
-def gen_caption(rng):
-    objs = random_scene(rng)
+def q_caption(rng, objs):
     q = ["Describe the image.", "What is in the image?", "List the objects and where they are."]
-    return render_scene(objs, rng), str(rng.choice(q)), caption(objs), "caption", ""
+    return str(rng.choice(q)), "; ".join(f"{o.name} at {CELL_NAMES[o.cell]}" for o in objs) + ".", "caption", ""
 
 
 def _neighbour(cell: int, relation: str) -> int | None:
@@ -197,136 +197,155 @@ def _neighbour(cell: int, relation: str) -> int | None:
     return CELLS.index(target) if target in CELLS else None
 
 
-def gen_scene_qa(rng):
-    """GQA-like: attributes of a uniquely described object, or of its neighbour."""
-    for _ in range(100):
-        objs = random_scene(rng)
-        kind = int(rng.integers(4))
-        if kind < 2:  # attribute of the object at a position, or of a unique shape/colour
-            o = objs[int(rng.integers(len(objs)))]
-            if kind == 0:
-                if int(rng.integers(2)):
-                    q, a, qt = f"What color is the object at the {CELL_NAMES[o.cell]}?", o.color, "color"
-                else:
-                    q, a, qt = f"What shape is at the {CELL_NAMES[o.cell]}?", o.shape, "shape"
-            else:
-                if sum(p.shape == o.shape for p in objs) == 1:
-                    q, a, qt = f"What color is the {o.shape}?", o.color, "color"
-                elif sum(p.color == o.color for p in objs) == 1:
-                    q, a, qt = f"What shape is the {o.color} object?", o.shape, "shape"
-                else:
-                    continue
-        else:  # relation: what is <relation> the <unique object>?
-            pairs = [(o, p, rel) for o in objs for p in objs for rel in ("left of", "right of", "above", "below")
-                     if _neighbour(o.cell, rel) == p.cell and sum(x.name == o.name for x in objs) == 1]
-            if not pairs:
-                continue
-            o, p, rel = pairs[int(rng.integers(len(pairs)))]
-            if kind == 2:
-                q, a, qt = f"What shape is {rel} the {o.name}?", p.shape, "shape"
-            else:
-                q, a, qt = f"What color is the object {rel} the {o.name}?", p.color, "color"
-        return render_scene(objs, rng), q, a, qt, ""
-    raise RuntimeError("scene-qa generator found no question")  # pragma: no cover
+def q_scene(rng, objs):
+    """GQA-like: an attribute of the object at a position, of a uniquely described object, or of its
+    neighbour; or where a uniquely described object is (grounding, as RefCOCO in LLaVA's mix)."""
+    kind = int(rng.integers(5))
+    o = objs[int(rng.integers(len(objs)))]
+    if kind == 4:
+        if sum(p.name == o.name for p in objs) > 1:
+            return None
+        return f"Where is the {o.name}?", CELL_NAMES[o.cell], "where", ""
+    if kind == 0:
+        if int(rng.integers(2)):
+            return f"What color is the object at the {CELL_NAMES[o.cell]}?", o.color, "color", ""
+        return f"What shape is at the {CELL_NAMES[o.cell]}?", o.shape, "shape", ""
+    if kind == 1:
+        if sum(p.shape == o.shape for p in objs) == 1:
+            return f"What color is the {o.shape}?", o.color, "color", ""
+        if sum(p.color == o.color for p in objs) == 1:
+            return f"What shape is the {o.color} object?", o.shape, "shape", ""
+        return None
+    pairs = [(o, p, rel) for o in objs for p in objs for rel in ("left of", "right of", "above", "below")
+             if _neighbour(o.cell, rel) == p.cell and sum(x.name == o.name for x in objs) == 1]
+    if not pairs:
+        return None
+    o, p, rel = pairs[int(rng.integers(len(pairs)))]
+    if kind == 2:
+        return f"What shape is {rel} the {o.name}?", p.shape, "shape", ""
+    return f"What color is the object {rel} the {o.name}?", p.color, "color", ""
 
 
-def gen_pope(rng, category: str | None = None):
-    """POPE: 'Is there a <object> in the image?' with random, popular or adversarial negatives."""
-    objs = random_scene(rng)
-    present = {o.name for o in objs}
-    if category is None:
-        category = str(rng.choice(["random", "popular", "adversarial"]))
-    if int(rng.integers(2)):
-        o = objs[int(rng.integers(len(objs)))]
-        name, answer = o.name, "yes"
-    else:
-        absent = [f"{c} {s}" for c, s in OBJECT_TYPES if f"{c} {s}" not in present]
-        if category == "popular":  # the most frequent objects of the data that are not in the image
-            cands = absent[:3]
-        elif category == "adversarial":  # shares colour or shape with an object in the image
-            cands = [n for n in absent if any(n.split()[0] == o.color or n.split()[1] == o.shape for o in objs)]
+def q_pope(rng, objs, category: str | None = None):
+    """POPE: 'Is there a <object> in the image?'; half the yes/no pairs name a shape (the object category),
+    half a coloured shape. Negatives: random (any absent object), popular (the most frequent absent objects
+    of the data) or adversarial (a coloured shape that shares its colour or its shape with one in the image).
+    """
+    category = category or str(rng.choice(["random", "popular", "adversarial"]))
+    by_shape = category != "adversarial" and int(rng.integers(2)) == 1
+    answer = "yes" if int(rng.integers(2)) else "no"
+    if by_shape:
+        present = [o.shape for o in objs]
+        absent = [sh for sh in SHAPE_POPULARITY if sh not in present]
+        if answer == "yes" or not absent:
+            name, answer = present[int(rng.integers(len(present)))], "yes"
         else:
-            cands = absent
-        name, answer = cands[int(rng.integers(len(cands)))], "no"
-    return render_scene(objs, rng), f"Is there a {name} in the image?", answer, "pope", category
+            name = absent[0] if category == "popular" else absent[int(rng.integers(len(absent)))]
+        return f"Is there a {name} in the image?", answer, "pope", category
+    present_names = {o.name for o in objs}
+    if answer == "yes":
+        return f"Is there a {objs[int(rng.integers(len(objs)))].name} in the image?", "yes", "pope", category
+    absent = [f"{c} {sh}" for c, sh in OBJECT_TYPES if f"{c} {sh}" not in present_names]
+    if category == "popular":
+        cands = absent[:3]
+    elif category == "adversarial":
+        cands = [n for n in absent if any(n.split()[0] == o.color or n.split()[1] == o.shape for o in objs)]
+    else:
+        cands = absent
+    return f"Is there a {cands[int(rng.integers(len(cands)))]} in the image?", "no", "pope", category
 
 
-def gen_count(rng):
-    objs = random_scene(rng)
+def q_count(rng, objs):
     kind = int(rng.integers(3))
     if kind == 0:
-        q, a, qt = "How many objects are there?", len(objs), "count-all"
-    elif kind == 1:
+        return "How many objects are there?", str(len(objs)), "count-all", ""
+    if kind == 1:
         s = str(rng.choice(SHAPES))
-        q, a, qt = f"How many {s}s are there?", sum(o.shape == s for o in objs), "count-shape"
-    else:
-        c = str(rng.choice(list(COLORS)))
-        q, a, qt = f"How many {c} objects are there?", sum(o.color == c for o in objs), "count-color"
-    return render_scene(objs, rng), q, str(a), qt, ""
+        return f"How many {s}s are there?", str(sum(o.shape == s for o in objs)), "count-shape", ""
+    c = str(rng.choice(list(COLORS)))
+    return f"How many {c} objects are there?", str(sum(o.color == c for o in objs)), "count-color", ""
 
 
-def gen_mcq(rng):
-    """ScienceQA/MMMU-like: four lettered options, the answer is a letter."""
-    objs = random_scene(rng)
+def q_mcq(rng, objs):
+    """ScienceQA/MMMU-like: lettered options, the answer is a letter. Options are listed in a fixed order
+    (all four shapes, or all six colours), as in exams whose choices are sorted."""
     o = objs[int(rng.integers(len(objs)))]
     if int(rng.integers(2)):
-        q, right, pool = f"Which color is the shape at the {CELL_NAMES[o.cell]}?", o.color, list(COLORS)
+        q, right, options = f"Which color is the shape at the {CELL_NAMES[o.cell]}?", o.color, list(COLORS)
     else:
-        q, right, pool = f"Which shape is at the {CELL_NAMES[o.cell]}?", o.shape, SHAPES
-    wrong = [x for x in pool if x != right]
-    options = [right] + [str(x) for x in rng.choice(wrong, size=3, replace=False)]
-    rng.shuffle(options)
+        q, right, options = f"Which shape is at the {CELL_NAMES[o.cell]}?", o.shape, SHAPES
     opts = " ".join(f"{LETTERS[i]}. {x}" for i, x in enumerate(options))
-    q = f"{q} {opts} Answer with the option's letter."
-    return render_scene(objs, rng), q, LETTERS[options.index(right)], "mcq", ""
+    return f"{q} {opts} Answer with the option's letter.", LETTERS[options.index(right)], "mcq-" + q.split()[1], ""
+
+
+SCENE_QUESTIONS: dict[str, Callable] = {
+    "caption": q_caption, "scene-qa": q_scene, "pope": q_pope, "count": q_count, "mcq": q_mcq,
+}
 
 
 def gen_ocr(rng):
     n = int(rng.integers(2, 5))
     text = "".join(str(int(d)) for d in rng.integers(0, 10, size=n))
     q = str(rng.choice(["What number is written in the image?", "Read the text in the image."]))
-    return render_text(text, rng), q, text, "ocr", ""
+    return render_text(text, rng), [(q, text, "ocr", "")]
 
 
 def gen_digits(rng, split: str = "train"):
     images, target = sklearn_digits(split)
     i = int(rng.integers(len(target)))
-    return digit_image(images[i]), "Which digit is this?", str(int(target[i])), "digits", ""
+    return digit_image(images[i]), [("Which digit is this?", str(int(target[i])), "digits", "")]
 
 
 def gen_text_only(rng):
     """A language task with no image: small-number arithmetic in words or digits."""
     a, b = (int(x) for x in rng.integers(0, 10, size=2))
     if int(rng.integers(2)):
-        q, ans, qt = f"What is {a} plus {b}?", str(a + b), "add"
-    else:
-        q, ans, qt = f"What number comes after {NUMBER_WORDS[a]}?", str(a + 1), "next"
-    return None, q, ans, qt, ""
+        return None, [(f"What is {a} plus {b}?", str(a + b), "add", "")]
+    return None, [(f"What number comes after {NUMBER_WORDS[a]}?", str(a + 1), "next", "")]
 
 
-_GENERATORS: dict[str, Callable] = {
-    "caption": gen_caption, "scene-qa": gen_scene_qa, "pope": gen_pope, "count": gen_count,
-    "mcq": gen_mcq, "ocr": gen_ocr, "digits": gen_digits, "text-only": gen_text_only,
-}
+def gen_scene(rng, families: list[str], category: str | None = None):
+    """One scene and one question per family in `families` (a multi-turn conversation when several).
+
+    A question the scene does not admit, or one already asked, is dropped (up to 5 tries each); a scene
+    that admits none of the questions is redrawn.
+    """
+    while True:
+        objs = random_scene(rng)
+        turns: list[tuple] = []
+        for f in families:
+            for _ in range(5):
+                qa = q_pope(rng, objs, category) if f == "pope" else SCENE_QUESTIONS[f](rng, objs)
+                if qa is not None and qa[0] not in [t[0] for t in turns]:
+                    turns.append(qa)
+                    break
+        if turns:
+            return render_scene(objs, rng), turns
 
 
 def make_record(family: str, rng: np.random.Generator, idx: int, split: str) -> dict[str, Any]:
+    """One LLaVA record. Family "multi" is a scene with 2-3 turns of scene questions (training only)."""
     if family == "digits":
-        image, q, a, qtype, cat = gen_digits(rng, "train" if split == "train" else "test")
-    elif family == "pope" and split != "train":  # balanced random / popular / adversarial thirds
-        image, q, a, qtype, cat = gen_pope(rng, ["random", "popular", "adversarial"][idx % 3])
-    else:
-        image, q, a, qtype, cat = _GENERATORS[family](rng)
-    human = f"<image>\n{q}" if image is not None else q
-    return {
-        "id": f"{family}-{idx:06d}",
-        "image": image,
-        "family": family,
-        "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": a}],
-        "answer": a,
-        "qtype": qtype,
-        "category": cat,
-    }
+        image, turns = gen_digits(rng, "train" if split == "train" else "test")
+    elif family == "ocr":
+        image, turns = gen_ocr(rng)
+    elif family == "text-only":
+        image, turns = gen_text_only(rng)
+    elif family == "multi":
+        k = int(rng.integers(2, 4))
+        names = list(MULTI_TURN_MIX)
+        picks = rng.choice(len(names), size=k, p=list(MULTI_TURN_MIX.values()))
+        image, turns = gen_scene(rng, [names[i] for i in picks])
+    else:  # benchmarks: POPE in balanced random / popular / adversarial thirds
+        cat = ["random", "popular", "adversarial"][idx % 3] if family == "pope" and split != "train" else None
+        image, turns = gen_scene(rng, [family], cat)
+    conv = []
+    for i, (q, a, _, _) in enumerate(turns):
+        human = f"<image>\n{q}" if image is not None and i == 0 else q
+        conv += [{"from": "human", "value": human}, {"from": "gpt", "value": a}]
+    _, answer, qtype, category = turns[0]
+    return {"id": f"{family}-{idx:06d}", "image": image, "family": family, "conversations": conv,
+            "answer": answer, "qtype": qtype, "category": category}
 
 
 def generate_records(split: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -335,7 +354,7 @@ def generate_records(split: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
     rng = np.random.default_rng([seed, _SPLIT_CODE[split]])
     if split == "train":
         counts = {f: int(round(share * n)) for f, share in TRAIN_MIX.items()}
-        counts["caption"] += n - sum(counts.values())
+        counts["multi"] += n - sum(counts.values())
         families = [f for f, k in counts.items() for _ in range(k)]
         families = [families[i] for i in rng.permutation(len(families))]
     else:
@@ -424,8 +443,7 @@ def _llava_rows(path: Path) -> list[dict]:
 def load_llava_json(path: str | Path, image_folder: str | Path | None = None):
     """Read LLaVA-format records (as in llava_v1_5_mix665k.json) into the same Dataset schema.
 
-    Only the first human/gpt exchange of each conversation is kept (the embedded study is single-turn).
-    A malformed row or a missing image raises a ValueError naming the row id and the file.
+    Multi-turn conversations are kept (turns must alternate human, gpt). A malformed row or a missing image raises a ValueError naming the row id and the file.
     """
     from datasets import Dataset
 
@@ -436,25 +454,24 @@ def load_llava_json(path: str | Path, image_folder: str | Path | None = None):
         rid = row.get("id", f"#{i}") if isinstance(row, dict) else f"#{i}"
         where = f"row id={rid!r} in {path}"
         conv = row.get("conversations") if isinstance(row, dict) else None
-        if (not isinstance(conv, list) or len(conv) < 2 or not all(isinstance(t, dict) for t in conv[:2])
-                or conv[0].get("from") != "human" or conv[1].get("from") != "gpt"
-                or not isinstance(conv[0].get("value"), str) or not isinstance(conv[1].get("value"), str)):
-            raise ValueError(f"malformed {where}: expected 'conversations' starting with a human then a gpt turn")
+        if (not isinstance(conv, list) or len(conv) < 2 or len(conv) % 2
+                or not all(isinstance(t, dict) and isinstance(t.get("value"), str) for t in conv)
+                or [t.get("from") for t in conv] != ["human", "gpt"] * (len(conv) // 2)):
+            raise ValueError(f"malformed {where}: expected 'conversations' alternating human and gpt turns "
+                             "with string values")
         image = None
         if row.get("image"):
             ipath = folder / row["image"]
             if not ipath.is_file():
                 raise ValueError(f"missing image {ipath} for {where}")
             image = Image.open(ipath).convert("RGB")
-        human = conv[0]["value"]
-        if image is not None and "<image>" not in human:
-            human = "<image>\n" + human
-        if image is None:
-            human = human.replace("<image>\n", "").replace("<image>", "")
-        answer = conv[1]["value"]
+        turns = [{"from": t["from"], "value": t["value"].replace("<image>\n", "").replace("<image>", "")}
+                 for t in conv]
+        if image is not None:  # one image placeholder, at the start of the first question (LLaVA-1.5)
+            turns[0]["value"] = "<image>\n" + turns[0]["value"]
+        answer = turns[1]["value"]
         out.append({"id": str(rid), "image": image, "family": row.get("family", "user"),
-                    "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": answer}],
-                    "answer": answer, "qtype": row.get("qtype", "user"), "category": row.get("category", "")})
+                    "conversations": turns, "answer": answer, "qtype": row.get("qtype", "user"), "category": row.get("category", "")})
     if not out:
         raise ValueError(f"{path} holds no records")
     return Dataset.from_list(out, features=features())
@@ -486,19 +503,25 @@ def prompt_text(human: str) -> str:
 
 
 def encode(example: dict, processor, n_image_tokens: int) -> dict:
-    """input_ids = prompt + answer + </s>; labels = -100 on the prompt (and image tokens), ids on the answer.
+    """input_ids = for each turn: prompt + answer + </s>; labels = -100 on prompts (and image tokens), ids on answers.
 
+    Multi-turn follows LLaVA-1.5: "USER: <image>\\nq1 ASSISTANT: a1</s>USER: q2 ASSISTANT: a2</s>".
     The `<image>` placeholder is expanded to `n_image_tokens` copies, exactly as `LlavaProcessor` does.
     """
     tok = processor.tokenizer
-    human, answer = example["conversations"][0]["value"], example["conversations"][1]["value"]
-    prompt = prompt_text(human).replace("<image>", "<image>" * n_image_tokens)
-    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    a_ids = tok(" " + answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    return {"input_ids": p_ids + a_ids, "labels": [-100] * len(p_ids) + a_ids}
+    ids: list[int] = []
+    labels: list[int] = []
+    conv = example["conversations"]
+    for human, gpt in zip(conv[0::2], conv[1::2]):
+        prompt = prompt_text(human["value"]).replace("<image>", "<image>" * n_image_tokens)
+        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        a_ids = tok(" " + gpt["value"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        ids += p_ids + a_ids
+        labels += [-100] * len(p_ids) + a_ids
+    return {"input_ids": ids, "labels": labels}
 
 
-def tokenize_dataset(ds, processor, max_length: int = 128):
+def tokenize_dataset(ds, processor, max_length: int = 256):
     """Add `input_ids` and `labels` columns (images stay as images; the collator normalises them)."""
     from .models import num_image_tokens
 

@@ -31,7 +31,7 @@ def parse_yes_no(text: str) -> str:
 
 def parse_letter(text: str) -> str:
     """First option letter: "B", "B.", "(B) circle", "the answer is B" -> "B"."""
-    m = re.search(r"\b([A-D])\b", text.strip())
+    m = re.search(r"\b([A-F])\b", text.strip())
     return m.group(1) if m else ""
 
 

@@ -202,6 +202,66 @@ def calibration_fingerprint(batches: list[dict]) -> str:
     return h.hexdigest()[:16]
 
 
+TAYLOR_CRITERIA = ("taylor", "taylor-vector")
+DATA_FREE_CRITERIA = ("deepest", "random", "l1", "l2")  # scored from the weights alone (or by position)
+DEFAULT_N_TRAIN = 20000  # size of the instruction mix the teacher is trained on (TeacherConfig.n_train)
+
+
+def default_calib_samples(criterion: str) -> int:
+    """The study's calibration sizes: 10 samples for Taylor-type criteria (LLM-Pruner), 50 for the others
+    (ShortGPT's Block Influence and the forward-only criteria)."""
+    return 10 if criterion in TAYLOR_CRITERIA else 50
+
+
+def needs_calibration(criterion: str) -> bool:
+    """False for criteria that never look at data (deepest, random, l1, l2)."""
+    return criterion not in DATA_FREE_CRITERIA
+
+
+def _check_count(name: str, value, minimum: int = 1, maximum: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum or (
+        maximum is not None and value > maximum
+    ):
+        upper = "" if maximum is None else f" and at most {maximum}"
+        raise ValueError(f"{name} must be an int of at least {minimum}{upper}; got {value!r}")
+
+
+def calibration_batches(
+    processor,
+    n: int,
+    seed: int = 0,
+    batch_size: int = 10,
+    cache_dir=None,
+    *,
+    n_train: int = DEFAULT_N_TRAIN,
+    max_length: int | None = None,
+) -> list[dict]:
+    """`n` calibration samples from the instruction data, as model-input batches.
+
+    The samples are drawn uniformly at random without replacement (seeded by `seed`) from
+    `data.build_dataset("train", n_train, seed)`, i.e. the teacher's own training mix, as the study draws
+    random training samples. Each batch is a dict with input_ids, attention_mask, labels (-100 on the
+    prompt, image and pad tokens: the loss is the answer-token loss) and pixel_values (when the batch has
+    images). Deterministic in (n, seed, n_train, batch_size). max_length: the token limit of
+    `data.tokenize_dataset` (None: its default, the one the teacher was trained with).
+    """
+    import numpy as np
+
+    from . import data as D
+
+    _check_count("n_train", n_train, 1)
+    _check_count("n (calibration samples)", n, 1, n_train)
+    _check_count("batch_size", batch_size, 1)
+    ds = D.build_dataset("train", n_train, seed, cache_dir)
+    picked = np.random.default_rng([seed, 7919]).choice(len(ds), size=n, replace=False)
+    subset = ds.select(sorted(int(i) for i in picked))
+    limit = {} if max_length is None else {"max_length": max_length}
+    tokenized = D.tokenize_dataset(subset, processor, **limit)
+    collate = D.Collator(processor)
+    rows = [tokenized[i] for i in range(len(tokenized))]
+    return [collate(rows[start : start + batch_size]) for start in range(0, n, batch_size)]
+
+
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -1154,6 +1214,7 @@ def prune(
 
 __all__ = [
     "BlockInfo", "LMInfo", "LayerScores", "WidthScores", "PruningPlan", "PruneResult",
-    "describe_lm", "count_params", "calibration_fingerprint", "layer_scores", "width_scores",
+    "describe_lm", "count_params", "calibration_fingerprint", "calibration_batches", "default_calib_samples",
+    "needs_calibration", "layer_scores", "width_scores",
     "compute_scores", "make_plan", "apply_plan", "scores_to_dict", "save_pruned", "prune",
 ]

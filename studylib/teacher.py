@@ -25,10 +25,10 @@ class TeacherConfig:
     preset: str = "llava-small"
     seed: int = 0
     n_train: int = 20000
-    stage1_steps: int = 200  # captions only
-    max_steps: int = 1000  # stage 2, the whole mix
+    stage1_steps: int = 100  # captions only
+    max_steps: int = 1400  # stage 2, the whole mix
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 3e-4
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     threads: int = 0  # 0: leave torch's default
@@ -43,7 +43,8 @@ def training_args(out_dir: str | Path, *, steps: int, batch_size: int, lr: float
         output_dir=str(out_dir), max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
         lr_scheduler_type="cosine", warmup_steps=math.ceil(warmup_ratio * steps), weight_decay=weight_decay,
         logging_steps=logging_steps or max(1, min(10, steps // 5)), save_strategy="no", report_to=[], seed=seed, data_seed=seed,
-        dataloader_num_workers=0, dataloader_pin_memory=False, remove_unused_columns=False, disable_tqdm=False, **kw,
+        dataloader_num_workers=0, dataloader_pin_memory=False, remove_unused_columns=False,
+        train_sampling_strategy="group_by_length", length_column_name="length",  # similar lengths: less padding disable_tqdm=False, **kw,
     )
 
 
@@ -71,6 +72,7 @@ def train_teacher(cfg: TeacherConfig, out_dir: str | Path, cache_dir: str | Path
     processor = M.build_processor(cfg.preset)
     model = M.build_model(cfg.preset, processor, cfg.seed)
     tds = D.tokenize_dataset(ds, processor)
+    tds = tds.map(lambda ids: {"length": len(ids)}, input_columns="input_ids", desc="length")
     t_data = time.time() - t0
     log: list[dict] = []
     if cfg.stage1_steps:

@@ -34,10 +34,14 @@ def test_train_mix_has_every_family_in_llava_format():
     fams = {r["family"] for r in recs}
     assert fams == set(D.FAMILIES)
     for r in recs:
-        human, gpt = r["conversations"]
-        assert human["from"] == "human" and gpt["from"] == "gpt" and gpt["value"] == r["answer"]
+        conv = r["conversations"]
+        assert [t["from"] for t in conv] == ["human", "gpt"] * (len(conv) // 2)
+        assert (len(conv) in (4, 6)) == (r["family"] == "multi"), "multi-turn: 2-3 questions about one image"
+        assert conv[1]["value"] == r["answer"]
+        assert len({t["value"] for t in conv[0::2]}) == len(conv) // 2, "no question asked twice"
         assert (r["image"] is None) == (r["family"] == "text-only")
-        assert human["value"].startswith("<image>\n") == (r["image"] is not None)
+        assert conv[0]["value"].startswith("<image>\n") == (r["image"] is not None)
+        assert all("<image>" not in t["value"] for t in conv[1:]), "one image placeholder, in the first turn"
         if r["image"] is not None:
             assert r["image"].size == (D.IMAGE_SIZE, D.IMAGE_SIZE)
 
@@ -120,7 +124,10 @@ def test_encode_masks_prompt_and_collator_batches(tiny_processor):
     tok = tiny_processor.tokenizer
     for r, e in zip(recs, enc):
         answer_ids = [i for i in e["labels"] if i != -100]
-        assert tok.decode(answer_ids, skip_special_tokens=True).strip() == r["answer"]
+        answers = [t["value"] for t in r["conversations"][1::2]]
+        assert answer_ids.count(tok.eos_token_id) == len(answers), "every answer ends with </s>"
+        decoded = tok.decode(answer_ids).split("</s>")[:-1]
+        assert [d.strip() for d in decoded] == answers
         assert answer_ids[-1] == tok.eos_token_id
         image_id = tok.convert_tokens_to_ids("<image>")
         assert e["input_ids"].count(image_id) == (n if r["image"] is not None else 0)

@@ -14,6 +14,12 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SMOKE = {
     "00_teacher": dict(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8, n_bench=10,
                        check_quality=False),
+    "01_layerwise": dict(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8, n_bench=10,
+                         criteria=["bi", "deepest", "random"], ratios=[0.15, 0.30], calib_samples=8,
+                         check_quality=False),
+    "02_widthwise": dict(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8, n_bench=10,
+                         criteria=["taylor", "l1", "wanda", "random"], ratios=[0.15, 0.30], calib_samples=4,
+                         calib_samples_forward=8, check_quality=False),
 }
 
 

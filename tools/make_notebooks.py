@@ -65,8 +65,8 @@ fall to about that level when its images are blanked.
 preset = "llava-small"   # llava-tiny | bunny-tiny | llava-small
 seed = 0
 n_train = 20000          # examples in the instruction mix
-stage1_steps = 150       # caption-only steps
-max_steps = 600          # stage-2 steps on the whole mix
+stage1_steps = 100       # caption-only steps
+max_steps = 1400         # stage-2 steps on the whole mix
 batch_size = 32
 n_bench = 500            # items per benchmark
 checkpoint_root = ""     # "" = data/checkpoints
@@ -141,6 +141,472 @@ pd.DataFrame({"score": summary, "blank images": blank_summary, "chance": chance}
 metrics = {"notebook": "00_teacher", "preset": preset, "seed": seed, "teacher_dir": str(teacher_dir),
            "train": train_metrics, "eval_seconds": eval_seconds, "scores": summary,
            "blank_image_scores": blank_summary, "chance": chance, "table": table.to_dict(orient="records")}
+os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
+with open(metrics_path, "w") as f:
+    json.dump(metrics, f, indent=1, default=str)
+print(f"metrics written to {metrics_path}")
+"""),
+])
+
+# ----------------------------------------------------------------------------------------------
+# Pruning notebooks. Their teacher parameters are those of 00_teacher (same names, values read from its
+# parameters cell), so that with teacher_dir = "" they load the teacher 00_teacher trained and cached.
+
+TEACHER_COMMENTS = {
+    "preset": "as 00_teacher", "seed": "", "n_train": "instruction mix (calibration samples are drawn from it)",
+    "stage1_steps": "", "max_steps": "", "batch_size": "",
+    "teacher_dir": "empty: the teacher of 00_teacher for the parameters above (trained once, cached)",
+    "checkpoint_root": "empty: data/checkpoints", "cache_dir": "empty: data/cache",
+}
+
+
+def teacher_params() -> str:
+    import ast
+
+    nb = nbf.read(HERE / "00_teacher.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    values = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body
+              if isinstance(node, ast.Assign)}
+    values["teacher_dir"] = ""
+    lines = []
+    for name, comment in TEACHER_COMMENTS.items():
+        line = f"{name} = {values[name]!r}".replace("'", '"')
+        lines.append(f"{line:<24} # {comment}" if comment else line)
+    return "\n".join(lines) + "\n"
+
+
+TEACHER_PARAMS = teacher_params()
+
+LOAD_TEACHER = """
+import copy
+import numpy as np
+from studylib import data as D, evaluation as E, models as M, pruning as P, teacher as T
+cache = cache_dir or None
+if not teacher_dir:
+    cfg = T.TeacherConfig(preset=preset, seed=seed, n_train=n_train, stage1_steps=stage1_steps,
+                          max_steps=max_steps, batch_size=batch_size)
+    teacher_dir = str(T.ensure_teacher(cfg, checkpoint_root or None, cache))
+model, processor = M.load(teacher_dir)
+benchmarks = E.load_benchmarks(n=n_bench, seed=seed, cache_dir=cache)
+t0 = time.time()
+reference = E.evaluate(model, processor, benchmarks, model_name="teacher", progress=False)
+teacher_eval_seconds = time.time() - t0
+teacher_scores = E.summary(reference)
+info = P.describe_lm(model)
+num_layers = len(info.blocks)
+lm_params, all_params = P.count_params(model)
+# AVG % divides by the teacher's score: a benchmark the teacher never answers right cannot be scored
+scored = [b for b in benchmarks if teacher_scores[b] > 0]
+excluded = sorted(set(benchmarks) - set(scored))
+chance = {b: D.chance_level(d) for b, d in benchmarks.items()}
+chance_avg = float(np.mean([100 * chance[b] / teacher_scores[b] for b in scored])) if scored else float("nan")
+
+
+def relative(table):
+    \"\"\"Per benchmark 100 * score / teacher score (evaluation.relative_scores) on the scored benchmarks.\"\"\"
+    if not scored:  # AVG % is undefined (only for an untrained smoke-test teacher)
+        return pd.DataFrame(columns=["model", "benchmark", "score", "reference", "relative"], dtype=float)
+    return E.relative_scores(table[table["benchmark"].isin(scored)], reference)
+
+
+print(f"teacher {teacher_dir}: {num_layers} decoder blocks, {lm_params:,} LM of {all_params:,} parameters; "
+      f"evaluated in {teacher_eval_seconds:.1f} s")
+if excluded:
+    print(f"AVG % leaves out {excluded}: the teacher scores 0 there")
+print(f"a blind guesser would reach AVG % = {chance_avg:.1f}")
+E.primary(reference)[["benchmark", "score", "chance"]]
+"""
+
+write("01_layerwise", [
+    md(r"""
+# Layerwise pruning: which decoder blocks can go, and what removing them costs without recovery
+
+Layerwise pruning deletes whole decoder blocks of the language model (LM); the vision tower and the
+projector are never touched. The study uses ShortGPT's **Block Influence**: for block $i$ with input
+hidden states $x_i$ and output $x_{i+1}$,
+
+$$\mathrm{BI}_i = 1 - \mathbb{E}_{t}\left[\frac{x_{i,t}^\top x_{i+1,t}}{\lVert x_{i,t}\rVert\,\lVert x_{i+1,t}\rVert}\right],$$
+
+averaged over every token $t$ (image and text) of random training samples (50 here, as the study). A block
+that barely changes its input has a low BI and is removed first; the $n$ blocks with the lowest BI go,
+not necessarily contiguous. The other criteria compared here:
+
+* **angular** (Gromov et al.): $d(x_l, x_{l+n}) = \frac{1}{\pi}\arccos\cos(x_l, x_{l+n})$ on the last token; the
+  contiguous run of $n$ blocks starting at $l^* = \arg\min_l d(x_l, x_{l+n})$ is removed;
+* **loss**: $\Delta\mathcal{L}_i = \mathcal{L}(\text{block } i \text{ skipped}) - \mathcal{L}$, the answer-token loss increase
+  on the calibration samples when block $i$ is replaced by the identity;
+* **deepest**: the deepest blocks go first, the last block stays (what BI chooses on LLaVA-1.5);
+* **random**: a seeded random order (the baseline every criterion must beat).
+
+The **compression ratio** is the fraction of LM parameters removed (decoder blocks, embeddings, final norm,
+LM head); with whole blocks it is the nearest multiple of one block's share. Pruned models are evaluated
+**without recovery**, relative to the unpruned teacher:
+$\mathrm{AVG\,\%} = \frac{1}{|B|}\sum_{b \in B} 100\,\frac{s_b(\text{pruned})}{s_b(\text{teacher})}$. Importance is computed once per
+criterion and reused for every ratio.
+"""),
+    code(SETUP),
+    code(TEACHER_PARAMS + """criterion = "bi"         # the study's criterion, measured at every ratio
+criteria = ["bi", "angular", "loss", "deepest", "random"]   # compared at compare_ratio
+ratios = [0.15, 0.30, 0.45, 0.60]   # fractions of LM parameters to remove
+compare_ratio = 0.30
+calib_samples = 50       # random training samples for bi / angular / loss (the study: 50-100)
+n_bench = 500            # items per benchmark
+check_quality = True     # assert quality (off for the smoke run of the tiny preset)
+metrics_path = "../reports/runs/01_layerwise.json"
+""", tags=["parameters"]),
+    md("## The teacher and its scores (the 100 % of every AVG %)"),
+    code(LOAD_TEACHER),
+    md(r"""
+## Importance across depth
+
+Scores are computed once per criterion on the same calibration samples. Units differ between criteria,
+so each profile is min-max normalised to $[0, 1]$; the blocks with the lowest values are removed first.
+"""),
+    code("""
+all_criteria = list(dict.fromkeys([criterion, *criteria]))
+calib = P.calibration_batches(processor, calib_samples, seed, cache_dir=cache, n_train=n_train)
+print(f"calibration: {calib_samples} samples, fingerprint {P.calibration_fingerprint(calib)}")
+scores, score_seconds = {}, {}
+for c in all_criteria:
+    t0 = time.time()
+    scores[c] = P.compute_scores(model, "layerwise", c, calib if P.needs_calibration(c) else [], seed=seed)
+    score_seconds[c] = time.time() - t0
+profile = pd.DataFrame([{"criterion": c, "block": i, "score": v}
+                        for c, s in scores.items() for i, v in enumerate(s.scores)])
+g = profile.groupby("criterion")["score"]
+profile["normalised"] = (profile["score"] - g.transform("min")) / (g.transform("max") - g.transform("min")).replace(0, 1)
+ax = sns.lineplot(data=profile, x="block", y="normalised", hue="criterion", marker="o")
+ax.set(xlabel="decoder block", ylabel="importance (min-max per criterion)", xticks=range(num_layers))
+plt.show()
+profile.pivot(index="criterion", columns="block", values="score").round(4)
+"""),
+    md("""
+## AVG % against the compression ratio (criterion `bi` by default, no recovery)
+
+Each ratio removes the nearest whole number of blocks; the achieved LM ratio is what the x axis shows.
+The dashed line is a blind guesser's AVG % (chance level of every benchmark relative to the teacher).
+"""),
+    code("""
+results = {}  # (criterion, requested ratio) -> (plan, evaluation table, relative scores)
+
+
+def prune_and_evaluate(c, ratio):
+    if (c, ratio) not in results:
+        plan = P.make_plan(model, scores[c], ratio)
+        pruned = P.apply_plan(copy.deepcopy(model), plan)
+        removed = [i for i in range(num_layers) if i not in plan.kept_layers]
+        # identity check: the pruned model is exactly what the plan says
+        assert pruned.config.text_config.num_hidden_layers == len(plan.kept_layers) == num_layers - len(removed)
+        assert P.count_params(pruned) == (plan.lm_params_after, plan.model_params_after)
+        table = E.evaluate(pruned, processor, benchmarks, model_name=f"{c} {ratio:.0%}", progress=False)
+        results[c, ratio] = (plan, table, relative(table))
+    return results[c, ratio]
+
+
+def row(c, ratio):
+    plan, table, rel = prune_and_evaluate(c, ratio)
+    return {"criterion": c, "requested": ratio, "achieved LM ratio": plan.lm_ratio,
+            "whole-model ratio": plan.model_ratio, "blocks removed": [i for i in range(num_layers) if i not in plan.kept_layers],
+            "AVG %": float(rel["relative"].mean())}
+
+
+t0 = time.time()
+by_ratio = pd.DataFrame([row(criterion, r) for r in ratios])
+print(f"{len(ratios)} pruned models evaluated in {time.time() - t0:.0f} s")
+rel_by_ratio = pd.concat([results[criterion, r][2].assign(ratio=results[criterion, r][0].lm_ratio) for r in ratios])
+fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+curve = pd.concat([pd.DataFrame([{"achieved LM ratio": 0.0, "AVG %": 100.0}]), by_ratio])
+sns.lineplot(data=curve, x="achieved LM ratio", y="AVG %", marker="o", ax=axes[0])
+axes[0].axhline(chance_avg if scored else 0, ls="--", color="k", label="blind guesser")
+axes[0].set(title=f"{criterion}: AVG % without recovery", ylim=(0, 110)); axes[0].legend()
+sns.lineplot(data=rel_by_ratio, x="ratio", y="relative", hue="benchmark", marker="o", ax=axes[1])
+axes[1].set(title="per benchmark", xlabel="achieved LM ratio", ylabel="% of teacher")
+plt.show()
+by_ratio
+"""),
+    md("## Criteria compared at one ratio, and the blocks each one removes"),
+    code("""
+t0 = time.time()
+compare = pd.DataFrame([row(c, compare_ratio) for c in all_criteria])
+print(f"{len(all_criteria)} criteria at ratio {compare_ratio} in {time.time() - t0:.0f} s")
+fig, axes = plt.subplots(1, 2, figsize=(13, 3.5), gridspec_kw={"width_ratios": [1, 1.4]})
+sns.barplot(data=compare, x="criterion", y="AVG %", ax=axes[0])
+axes[0].axhline(chance_avg if scored else 0, ls="--", color="k")
+axes[0].set(title=f"AVG % at ratio {compare_ratio} (no recovery)", ylim=(0, 110))
+removed_map = pd.DataFrame([[int(i in r) for i in range(num_layers)] for r in compare["blocks removed"]],
+                           index=compare["criterion"], columns=range(num_layers))
+sns.heatmap(removed_map, cbar=False, cmap="Reds", linewidths=0.5, linecolor="w", ax=axes[1])
+axes[1].set(title="blocks removed (red)", xlabel="decoder block", ylabel="")
+plt.show()
+compare
+"""),
+    code("""
+block_share = sum(p.numel() for p in info.blocks[0].layer.parameters()) / lm_params  # one block's LM share
+for (c, r), (plan, table, rel) in results.items():
+    assert plan.requested_ratio == r and 0 < plan.lm_ratio < 1, (c, r)
+    assert plan.model_ratio < plan.lm_ratio, "the vision tower and projector are never pruned"
+    assert abs(plan.lm_ratio - r) <= block_share / 2 + 1e-9, f"{c} {r}: not the nearest whole number of blocks"
+    acc = table[table["metric"] == "accuracy"]["score"]
+    assert acc.between(0, 1).all(), "accuracies are in [0, 1]"
+    assert set(rel["benchmark"]) == set(scored)
+if scored:
+    assert np.allclose(relative(reference)["relative"], 100.0), "ratio 0 is the teacher itself: AVG % = 100"
+plan0 = P.make_plan(model, scores[criterion], 0.0)
+assert plan0.kept_layers == list(range(num_layers)) and plan0.lm_ratio == 0.0
+assert P.apply_plan(copy.deepcopy(model), plan0).config.text_config.num_hidden_layers == num_layers
+if "deepest" in all_criteria:
+    kept = results["deepest", compare_ratio][0].kept_layers
+    n = num_layers - len(kept)
+    assert kept == list(range(num_layers - 1 - n)) + [num_layers - 1], "deepest removes the blocks before the last"
+avg = by_ratio.set_index("requested")["AVG %"]
+if check_quality:
+    assert not excluded, f"the teacher scores 0 on {excluded}"
+    assert avg[min(ratios)] > avg[max(ratios)], "removing more blocks costs more"
+    assert avg.max() <= 105 and avg[max(ratios)] < 90, "pruning without recovery loses performance"
+    informed = compare[compare["criterion"] != "random"]["AVG %"]
+    if "random" in all_criteria and len(informed):
+        assert informed.max() >= compare.set_index("criterion").loc["random", "AVG %"], "a criterion beats random"
+avg
+"""),
+    code("""
+def plan_summary(plan):
+    return {"requested_ratio": plan.requested_ratio, "lm_ratio": plan.lm_ratio, "model_ratio": plan.model_ratio,
+            "kept_layers": plan.kept_layers}
+
+
+metrics = {
+    "notebook": "01_layerwise", "preset": preset, "seed": seed, "teacher_dir": str(teacher_dir),
+    "criterion": criterion, "calib_samples": calib_samples, "calibration_fingerprint": P.calibration_fingerprint(calib),
+    "teacher_scores": teacher_scores, "scored_benchmarks": scored, "chance_avg_percent": chance_avg,
+    "per_ratio": [{**plan_summary(results[criterion, r][0]), "avg_percent": float(avg[r]),
+                   "relative": results[criterion, r][2].set_index("benchmark")["relative"].to_dict()} for r in ratios],
+    "comparison": {"ratio": compare_ratio, "avg_percent": compare.set_index("criterion")["AVG %"].to_dict(),
+                   "relative": {c: results[c, compare_ratio][2].set_index("benchmark")["relative"].to_dict()
+                                for c in all_criteria}},
+    "plans": {f"{c}@{r}": plan.to_dict() for (c, r), (plan, _, _) in results.items()},
+    "importance": {c: s.scores for c, s in scores.items()},
+    "score_seconds": score_seconds, "teacher_eval_seconds": teacher_eval_seconds,
+}
+os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
+with open(metrics_path, "w") as f:
+    json.dump(metrics, f, indent=1, default=str)
+print(f"metrics written to {metrics_path}")
+"""),
+])
+
+write("02_widthwise", [
+    md(r"""
+# Widthwise pruning: removing attention heads and MLP neurons, and what it costs without recovery
+
+Widthwise pruning keeps every decoder block but makes it narrower, as LLM-Pruner's block-wise mode in the
+study: whole **attention heads** go (a head $h$ is its rows of $W_q, W_k, W_v$ and its columns of $W_o$,
+removed together) and whole **MLP neurons** go (neuron $j$ is row $j$ of $W_{gate}$ and $W_{up}$ and column
+$j$ of $W_{down}$). The hidden size, the embeddings, the vision tower and the projector stay.
+
+The importance of a coupled group $g$ is computed from its weights $w$, and, for data-driven criteria, from
+calibration samples:
+
+* **taylor** (the study, 10 samples): first-order Taylor expansion of the answer-token loss,
+  $I_g = \sum_{w \in g} \left| w \, \frac{\partial \mathcal{L}}{\partial w} \right|$, from one forward and backward pass;
+* **taylor-vector**: $I_g = \left| \sum_{w \in g} w \, \frac{\partial \mathcal{L}}{\partial w} \right|$;
+* **l1** / **l2**: $\sum_{w \in g} |w|$ and $\sum_{w \in g} w^2$ (no data);
+* **wanda**: $\sum_{(i,j) \in g} |W_{ij}| \, \lVert X_j \rVert_2$, with $X_j$ the $j$-th input channel of the layer over all
+  calibration tokens;
+* **activation** (Minitron): mean $|a|$ of the head output or neuron activation over tokens;
+* **random**: a seeded random order.
+
+As the study, every pruned block keeps the same number of heads and neurons and the first and last
+blocks are skipped, so the per-block ratio is larger than the headline **compression ratio** (the fraction
+of LM parameters removed, met within one point). Models are evaluated **without recovery**:
+$\mathrm{AVG\,\%} = \frac{1}{|B|}\sum_{b \in B} 100\,\frac{s_b(\text{pruned})}{s_b(\text{teacher})}$. Importance is computed once
+per criterion and reused for every ratio.
+"""),
+    code(SETUP),
+    code(TEACHER_PARAMS + """criterion = "taylor"     # the study's criterion, measured at every ratio
+criteria = ["taylor", "taylor-vector", "l1", "l2", "activation", "wanda", "random"]   # compared at compare_ratio
+ratios = [0.15, 0.30, 0.45, 0.60]   # fractions of LM parameters to remove
+compare_ratio = 0.30
+calib_samples = 10       # calibration samples for taylor / taylor-vector (the study: 10)
+calib_samples_forward = 50   # calibration samples for activation / wanda (forward passes only)
+layers = None            # list of blocks that may be pruned, None: all but the first and the last
+round_to = 1             # kept neurons a multiple of round_to
+n_bench = 500            # items per benchmark
+check_quality = True     # assert quality (off for the smoke run of the tiny preset)
+metrics_path = "../reports/runs/02_widthwise.json"
+""", tags=["parameters"]),
+    md("## The teacher and its scores (the 100 % of every AVG %)"),
+    code(LOAD_TEACHER),
+    md(r"""
+## Importance across depth
+
+Scores are computed once per criterion. The profile shows, per block, the mean score of its heads and of
+its neurons, divided by the largest block mean of that criterion (units differ between criteria).
+Shaded blocks are never pruned.
+"""),
+    code("""
+all_criteria = list(dict.fromkeys([criterion, *criteria]))
+calib = {"taylor": P.calibration_batches(processor, calib_samples, seed, cache_dir=cache, n_train=n_train)}
+if {"activation", "wanda"} & set(all_criteria):
+    calib["forward"] = P.calibration_batches(processor, calib_samples_forward, seed, cache_dir=cache, n_train=n_train)
+
+
+def calibration_for(c):
+    if not P.needs_calibration(c):
+        return []
+    return calib["taylor"] if c in ("taylor", "taylor-vector") else calib["forward"]
+
+
+scores, score_seconds = {}, {}
+for c in all_criteria:
+    t0 = time.time()
+    scores[c] = P.compute_scores(model, "widthwise", c, calibration_for(c), seed=seed)
+    score_seconds[c] = time.time() - t0
+candidates = sorted(layers) if layers is not None else list(range(1, num_layers - 1))
+profile = pd.DataFrame([{"criterion": c, "block": i, "group": group, "mean score": float(np.mean(v))}
+                        for c, s in scores.items()
+                        for group, per_block in (("heads", s.heads), ("neurons", s.neurons))
+                        for i, v in enumerate(per_block)])
+top = profile.groupby(["criterion", "group"])["mean score"].transform(lambda v: v.abs().max())
+profile["normalised"] = profile["mean score"] / top.replace(0, 1)
+grid = sns.relplot(data=profile, x="block", y="normalised", hue="criterion", col="group", kind="line", marker="o",
+                   height=3.5, aspect=1.4)
+for ax in grid.axes.flat:
+    for i in range(num_layers):
+        if i not in candidates:
+            ax.axvspan(i - 0.5, i + 0.5, color="grey", alpha=0.15)
+    ax.set(xlabel="decoder block", ylabel="mean importance / max", xticks=range(num_layers))
+plt.show()
+print(f"calibration fingerprints: { {k: P.calibration_fingerprint(v) for k, v in calib.items()} }")
+pd.Series(score_seconds, name="scoring seconds")
+"""),
+    md("""
+## AVG % against the compression ratio (criterion `taylor` by default, no recovery)
+
+The same widths in every pruned block; the per-block ratio is the fraction of the pruned blocks'
+parameters removed. The dashed line is a blind guesser's AVG %.
+"""),
+    code("""
+results = {}  # (criterion, requested ratio) -> (plan, evaluation table, relative scores)
+candidate_params = sum(sum(p.numel() for p in info.blocks[i].layer.parameters()) for i in candidates)
+
+
+def widths_after(plan):
+    return [list(w) if h is None else [len(h), len(kv), len(n)]
+            for h, kv, n, w in zip(plan.kept_heads, plan.kept_kv_heads, plan.kept_neurons, plan.widths_before)]
+
+
+def prune_and_evaluate(c, ratio):
+    if (c, ratio) not in results:
+        plan = P.make_plan(model, scores[c], ratio, layers=layers, round_to=round_to)
+        pruned = P.apply_plan(copy.deepcopy(model), plan)
+        # identity check: the pruned model is exactly what the plan says
+        blocks = P.describe_lm(pruned).blocks
+        assert [[b.num_heads, b.num_kv_heads, b.intermediate_size] for b in blocks] == widths_after(plan)
+        assert P.count_params(pruned) == (plan.lm_params_after, plan.model_params_after)
+        table = E.evaluate(pruned, processor, benchmarks, model_name=f"{c} {ratio:.0%}", progress=False)
+        results[c, ratio] = (plan, table, relative(table))
+    return results[c, ratio]
+
+
+def row(c, ratio):
+    plan, table, rel = prune_and_evaluate(c, ratio)
+    q, kv, m = widths_after(plan)[candidates[0]]
+    q0, kv0, m0 = plan.widths_before[candidates[0]]
+    return {"criterion": c, "requested": ratio, "achieved LM ratio": plan.lm_ratio, "whole-model ratio": plan.model_ratio,
+            "per-block ratio": (plan.lm_params_before - plan.lm_params_after) / candidate_params,
+            "heads kept": f"{q}/{q0}", "neurons kept": f"{m}/{m0}", "AVG %": float(rel["relative"].mean())}
+
+
+t0 = time.time()
+by_ratio = pd.DataFrame([row(criterion, r) for r in ratios])
+print(f"{len(ratios)} pruned models evaluated in {time.time() - t0:.0f} s")
+rel_by_ratio = pd.concat([results[criterion, r][2].assign(ratio=results[criterion, r][0].lm_ratio) for r in ratios])
+fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+curve = pd.concat([pd.DataFrame([{"achieved LM ratio": 0.0, "AVG %": 100.0}]), by_ratio])
+sns.lineplot(data=curve, x="achieved LM ratio", y="AVG %", marker="o", ax=axes[0])
+axes[0].axhline(chance_avg if scored else 0, ls="--", color="k", label="blind guesser")
+axes[0].set(title=f"{criterion}: AVG % without recovery", ylim=(0, 110)); axes[0].legend()
+sns.lineplot(data=rel_by_ratio, x="ratio", y="relative", hue="benchmark", marker="o", ax=axes[1])
+axes[1].set(title="per benchmark", xlabel="achieved LM ratio", ylabel="% of teacher")
+plt.show()
+by_ratio
+"""),
+    md("## Criteria compared at one ratio, and what each one keeps"),
+    code("""
+t0 = time.time()
+compare = pd.DataFrame([row(c, compare_ratio) for c in all_criteria])
+print(f"{len(all_criteria)} criteria at ratio {compare_ratio} in {time.time() - t0:.0f} s")
+fig, axes = plt.subplots(1, 2, figsize=(13, 3.5))
+sns.barplot(data=compare, x="criterion", y="AVG %", ax=axes[0])
+axes[0].axhline(chance_avg if scored else 0, ls="--", color="k")
+axes[0].set(title=f"AVG % at ratio {compare_ratio} (no recovery)", ylim=(0, 110))
+axes[0].tick_params(axis="x", rotation=30)
+# which heads each criterion keeps, block by block (1 = kept)
+
+
+def heads_kept(plan):
+    return [int(plan.kept_heads[i] is None or h in plan.kept_heads[i])
+            for i in range(num_layers) for h in range(plan.widths_before[i][0])]
+
+
+kept_map = pd.DataFrame([heads_kept(results[c, compare_ratio][0]) for c in all_criteria], index=all_criteria,
+                        columns=[f"{i}.{h}" for i in range(num_layers) for h in range(info.blocks[i].num_heads)])
+sns.heatmap(kept_map, cbar=False, cmap="Greens", linewidths=0.3, linecolor="w", ax=axes[1])
+axes[1].set(title="attention heads kept (green), block.head", ylabel="")
+plt.show()
+main_plan = results[criterion, compare_ratio][0]
+compare[f"neurons shared with {criterion}"] = [
+    float(np.mean([len(set(p.kept_neurons[i]) & set(main_plan.kept_neurons[i])) / len(p.kept_neurons[i])
+                   for i in candidates if p.kept_neurons[i] is not None and main_plan.kept_neurons[i] is not None] or [1.0]))
+    for p in (results[c, compare_ratio][0] for c in all_criteria)]
+compare
+"""),
+    code("""
+for (c, r), (plan, table, rel) in results.items():
+    assert plan.requested_ratio == r and abs(plan.lm_ratio - r) <= 0.01 + 1e-9, f"{c} {r}: ratio not met within 1 point"
+    assert plan.model_ratio < plan.lm_ratio, "the vision tower and projector are never pruned"
+    assert plan.layers == candidates
+    assert all(plan.kept_heads[i] is None for i in range(num_layers) if i not in candidates), "skipped blocks untouched"
+    assert all(n is None or len(n) % round_to == 0 or len(n) == info.blocks[i].intermediate_size
+               for i, n in enumerate(plan.kept_neurons)), "kept neurons are a multiple of round_to"
+    assert table[table["metric"] == "accuracy"]["score"].between(0, 1).all(), "accuracies are in [0, 1]"
+    assert set(rel["benchmark"]) == set(scored)
+if scored:
+    assert np.allclose(relative(reference)["relative"], 100.0), "ratio 0 is the teacher itself: AVG % = 100"
+plan0 = P.make_plan(model, scores[criterion], 0.0, layers=layers, round_to=round_to)
+assert all(h is None for h in plan0.kept_heads) and plan0.lm_ratio == 0.0
+assert P.count_params(P.apply_plan(copy.deepcopy(model), plan0)) == (lm_params, all_params)
+avg = by_ratio.set_index("requested")["AVG %"]
+if check_quality:
+    assert not excluded, f"the teacher scores 0 on {excluded}"
+    assert avg[min(ratios)] > avg[max(ratios)], "removing more width costs more"
+    assert avg.max() <= 105 and avg[max(ratios)] < 90, "pruning without recovery loses performance"
+    informed = compare[compare["criterion"] != "random"]["AVG %"]
+    if "random" in all_criteria and len(informed):
+        assert informed.max() >= compare.set_index("criterion").loc["random", "AVG %"], "a criterion beats random"
+avg
+"""),
+    code("""
+def plan_summary(plan):
+    return {"requested_ratio": plan.requested_ratio, "lm_ratio": plan.lm_ratio, "model_ratio": plan.model_ratio,
+            "widths_after": widths_after(plan)}
+
+
+metrics = {
+    "notebook": "02_widthwise", "preset": preset, "seed": seed, "teacher_dir": str(teacher_dir),
+    "criterion": criterion, "layers": candidates, "round_to": round_to,
+    "calib_samples": calib_samples, "calib_samples_forward": calib_samples_forward,
+    "calibration_fingerprints": {k: P.calibration_fingerprint(v) for k, v in calib.items()},
+    "teacher_scores": teacher_scores, "scored_benchmarks": scored, "chance_avg_percent": chance_avg,
+    "per_ratio": [{**plan_summary(results[criterion, r][0]), "avg_percent": float(avg[r]),
+                   "relative": results[criterion, r][2].set_index("benchmark")["relative"].to_dict()} for r in ratios],
+    "comparison": {"ratio": compare_ratio, "avg_percent": compare.set_index("criterion")["AVG %"].to_dict(),
+                   "relative": {c: results[c, compare_ratio][2].set_index("benchmark")["relative"].to_dict()
+                                for c in all_criteria}},
+    "plans": {f"{c}@{r}": plan.to_dict() for (c, r), (plan, _, _) in results.items()},
+    "importance_per_block": profile.to_dict(orient="records"),
+    "score_seconds": score_seconds, "teacher_eval_seconds": teacher_eval_seconds,
+}
 os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
 with open(metrics_path, "w") as f:
     json.dump(metrics, f, indent=1, default=str)
