@@ -197,12 +197,22 @@ def cmd_study(args) -> None:
     entries = config.get("notebooks") if isinstance(config, dict) else None
     if not entries or not all(isinstance(e, dict) and "name" in e for e in entries):
         raise ValueError(f"{args.config}: expected 'notebooks:' with a list of {{name, parameters}} entries")
+    failures = []
     for e in entries:
         t0 = time.time()
         print(f"running notebooks/{e['name']}.ipynb ...", flush=True)
-        R.run_notebook(e["name"], e.get("parameters") or {})
+        try:
+            R.run_notebook(e["name"], e.get("parameters") or {})
+        except Exception as err:  # a failing notebook is recorded; the others still run
+            failures.append(f"{e['name']}: {type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}")
+            print(f"  FAILED after {time.time() - t0:.0f} s ({failures[-1]})", flush=True)
+            continue
         print(f"  done in {time.time() - t0:.0f} s -> reports/runs/{e['name']}.ipynb", flush=True)
     print(f"report: {R.build_report()}")
+    if failures:
+        print("failed notebooks (their partial output is reports/runs/.<name>.partial.ipynb):\n  "
+              + "\n  ".join(failures), file=sys.stderr)
+        raise SystemExit(1)
 
 
 def cmd_report(args) -> None:

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from PIL import Image, ImageDraw
 
-GENERATOR_VERSION = "6"
+GENERATOR_VERSION = "7"
 IMAGE_SIZE = 32
 CELL = 16
 CELLS = [(0, 0), (1, 0), (0, 1), (1, 1)]  # (column, row) in reading order
@@ -64,7 +64,7 @@ FAMILIES = ["caption", "scene-qa", "pope", "count", "mcq", "ocr", "digits", "tex
 BENCHMARKS = ["scene-qa", "pope", "count", "mcq", "ocr", "digits", "text-only"]
 IMAGE_BENCHMARKS = [b for b in BENCHMARKS if b != "text-only"]
 # Share of each family in the training mix ("instruction data"). Captions are the dense signal (and
-# stage 1); "multi" conversations ask 2-3 scene questions about one image, as LLaVA's multi-turn data:
+# stage 1); "multi" conversations ask 2 scene questions about one image, as LLaVA's multi-turn data:
 # the image is encoded once and every answer is supervised, so each step teaches more.
 TRAIN_MIX = {"caption": 0.12, "scene-qa": 0.05, "pope": 0.05, "count": 0.05, "mcq": 0.05, "multi": 0.40,
              "ocr": 0.12, "digits": 0.06, "text-only": 0.10}
@@ -324,7 +324,7 @@ def gen_scene(rng, families: list[str], category: str | None = None):
 
 
 def make_record(family: str, rng: np.random.Generator, idx: int, split: str) -> dict[str, Any]:
-    """One LLaVA record. Family "multi" is a scene with 2-3 turns of scene questions (training only)."""
+    """One LLaVA record. Family "multi" is a scene with 2 turns of scene questions (training only)."""
     if family == "digits":
         image, turns = gen_digits(rng, "train" if split == "train" else "test")
     elif family == "ocr":
@@ -332,7 +332,7 @@ def make_record(family: str, rng: np.random.Generator, idx: int, split: str) -> 
     elif family == "text-only":
         image, turns = gen_text_only(rng)
     elif family == "multi":
-        k = int(rng.integers(2, 4))
+        k = 2
         names = list(MULTI_TURN_MIX)
         picks = rng.choice(len(names), size=k, p=list(MULTI_TURN_MIX.values()))
         image, turns = gen_scene(rng, [names[i] for i in picks])

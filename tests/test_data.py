@@ -36,7 +36,7 @@ def test_train_mix_has_every_family_in_llava_format():
     for r in recs:
         conv = r["conversations"]
         assert [t["from"] for t in conv] == ["human", "gpt"] * (len(conv) // 2)
-        assert (len(conv) in (4, 6)) == (r["family"] == "multi"), "multi-turn: 2-3 questions about one image"
+        assert (len(conv) == 4) == (r["family"] == "multi"), "multi-turn: 2 questions about one image"
         assert conv[1]["value"] == r["answer"]
         assert len({t["value"] for t in conv[0::2]}) == len(conv) // 2, "no question asked twice"
         assert (r["image"] is None) == (r["family"] == "text-only")
