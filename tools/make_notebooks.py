@@ -114,7 +114,7 @@ t0 = time.time()
 table = E.evaluate(model, processor, benchmarks, model_name="teacher")
 eval_seconds = time.time() - t0
 blank = E.evaluate(model, processor, {b: d for b, d in benchmarks.items() if b in D.IMAGE_BENCHMARKS},
-                   model_name="teacher, blank images")
+                   model_name="teacher, blank images", blank_images=True)
 scores = pd.concat([E.primary(table), E.primary(blank)])
 ax = sns.barplot(data=scores, x="benchmark", y="score", hue="model")
 ax.scatter(range(len(benchmarks)), [D.chance_level(d) for d in benchmarks.values()], color="k", marker="_",
