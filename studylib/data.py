@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 GENERATOR_VERSION = "7"
@@ -544,13 +545,13 @@ class Collator:
 
     def __call__(self, batch: list[dict]) -> dict:
         n = max(len(b["input_ids"]) for b in batch)
-        ids = torch_full((len(batch), n), self.pad)
-        labels = torch_full((len(batch), n), -100)
-        mask = torch_full((len(batch), n), 0)
+        ids = torch.full((len(batch), n), self.pad, dtype=torch.long)
+        labels = torch.full((len(batch), n), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), n), dtype=torch.long)
         for i, b in enumerate(batch):
             k = len(b["input_ids"])
-            ids[i, :k] = torch_tensor(b["input_ids"])
-            labels[i, :k] = torch_tensor(b["labels"])
+            ids[i, :k] = torch.tensor(b["input_ids"])
+            labels[i, :k] = torch.tensor(b["labels"])
             mask[i, :k] = 1
         out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
         images = [b["image"].convert("RGB") for b in batch if b.get("image") is not None]
@@ -558,14 +559,3 @@ class Collator:
             out["pixel_values"] = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
         return out
 
-
-def torch_full(shape, value):
-    import torch
-
-    return torch.full(shape, value, dtype=torch.long)
-
-
-def torch_tensor(values):
-    import torch
-
-    return torch.tensor(values, dtype=torch.long)

@@ -29,3 +29,14 @@ def tiny_teacher(tmp_path_factory, cache_dir):
 
     cfg = T.TeacherConfig(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8)
     return T.ensure_teacher(cfg, tmp_path_factory.mktemp("ckpt"), cache_dir)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run much faster on one thread (and do not fight other processes for the cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -18,13 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 N_TRAIN = 200  # the tiny teacher's instruction mix (tests/conftest.py): already in the session cache
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run much faster on one thread (and do not fight other processes for the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def prune_args(model, out, *extra, cache=None):

@@ -38,13 +38,7 @@ VOCAB, IMAGE_TOKEN, IMAGE_TOKENS_PER_IMAGE = 100, 99, 4
 FAMILIES = ["llama", "llama-gqa", "mistral", "qwen2", "qwen3", "gemma", "gemma3", "phi", "phi3"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run much faster on one thread (and do not fight other processes for the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def text_config(family: str, layers: int = 4):
