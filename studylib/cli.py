@@ -5,7 +5,10 @@
     studylib evaluate MODEL [--benchmarks a,b] [--reference REF.json] [--blank-images] --out FILE.json
     studylib prune    MODEL --paradigm {layerwise,widthwise} --criterion NAME --ratio R --out DIR
                       [--calib-samples N] [--seed S] [--layers START:END] [--round-to K] [--n-layers N]
-    studylib study    [--config configs/default.yaml]  (what `make study` runs)
+    studylib recover  STUDENT [--teacher TEACHER] --train {projector,lora,full} --loss {ce,kl,hidden,ce+kl,...}
+                      [--alpha A] [--temperature T] [--data-fraction F] [--epochs E] [--lr LR] [--seed S] --out DIR
+    studylib sweep    CONFIG [--jobs N] [--only PATTERN] [--force]   (cached, resumable grid of notebooks)
+    studylib study    [--config configs/default.yaml]  (what `make study` runs: the default sweep)
     studylib report
 """
 
@@ -185,33 +188,78 @@ def cmd_prune(args) -> None:
     print(f"saved to {args.out}")
 
 
-def cmd_study(args) -> None:
-    """Run the notebooks listed in a config file (configs/default.yaml) in order, then render the report."""
-    import time
+def _recovery_config(args):
+    """Check every argument of `studylib recover` before any model or data is loaded."""
+    from . import recovery as R
 
-    import yaml
+    cfg = R.RecoveryConfig(
+        train=args.train, loss=args.loss, alpha=args.alpha, temperature=args.temperature,
+        kl_positions=args.kl_positions, teacher_input=args.teacher_input,
+        hidden_layers=[int(x) for x in _csv(args.hidden_layers)] if args.hidden_layers else [],
+        data_fraction=R.parse_fraction(args.data_fraction), n_train=args.n_train, epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+        lora_targets=_csv(args.lora_targets), seed=args.seed, save_steps=args.save_steps)
+    R.check_config(cfg)
+    R.subset_indices(cfg.n_train, cfg.data_fraction, cfg.seed)  # a fraction that selects no example
+    if R.uses_teacher(cfg.loss) and not args.teacher:
+        raise ValueError(f"--loss {cfg.loss} distils from the unpruned model: pass --teacher DIR")
+    for name in ("model", "teacher"):
+        path = getattr(args, name)
+        if path and not Path(path).is_dir():
+            raise FileNotFoundError(f"{'STUDENT' if name == 'model' else '--teacher'} {path!r} is not a checkpoint "
+                                    "folder (hub ids: download first, HF_HUB_OFFLINE=1 forbids the hub)")
+    return cfg
 
+
+def cmd_recover(args) -> None:
+    from . import data as D
+    from . import models as M
+    from . import pruning as P
+    from . import recovery as R
+
+    cfg = _recovery_config(args)
+    out = Path(args.out)
+    if (out / "recovery_metrics.json").exists():
+        print(f"{out} is already a finished recovery (recovery_metrics.json); nothing to do")
+        return
+    student, processor = M.load(args.model)
+    plan_file = Path(args.model) / "pruning_plan.json"
+    plan = P.PruningPlan.load(plan_file) if plan_file.exists() else None
+    teacher, t_processor = M.load(args.teacher) if R.uses_teacher(cfg.loss) else (None, None)
+    R.check_pair(student, teacher, cfg, plan, processor, t_processor)  # before the data is built
+    data = D.build_dataset("train", cfg.n_train, args.data_seed, args.cache)
+    result = R.recover(student, teacher, data, cfg, out, processor, plan=plan, teacher_processor=t_processor)
+    m = result.metrics
+    print(f"recovered on {m['examples']} of {m['of_examples']} examples in {m['steps']} steps "
+          f"({m['train_seconds']} s, {m['trainable_params']:,} trainable parameters"
+          f"{', resumed' if m['resumed'] else ''}); answer CE {m['train_ce_before']:.4f} -> {m['train_ce_after']:.4f}")
+    print(f"saved to {out}")
+
+
+def cmd_sweep(args) -> None:
+    """Expand a grid config, run what has no result yet, aggregate, render the report; exit 1 on failures."""
     from . import report as R
+    from . import sweep as S
 
-    config = yaml.safe_load(Path(args.config).read_text())
-    entries = config.get("notebooks") if isinstance(config, dict) else None
-    if not entries or not all(isinstance(e, dict) and "name" in e for e in entries):
-        raise ValueError(f"{args.config}: expected 'notebooks:' with a list of {{name, parameters}} entries")
-    failures = []
-    for e in entries:
-        t0 = time.time()
-        print(f"running notebooks/{e['name']}.ipynb ...", flush=True)
-        try:
-            R.run_notebook(e["name"], e.get("parameters") or {})
-        except Exception as err:  # a failing notebook is recorded; the others still run
-            failures.append(f"{e['name']}: {type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}")
-            print(f"  FAILED after {time.time() - t0:.0f} s ({failures[-1]})", flush=True)
-            continue
-        print(f"  done in {time.time() - t0:.0f} s -> reports/runs/{e['name']}.ipynb", flush=True)
-    print(f"report: {R.build_report()}")
-    if failures:
-        print("failed notebooks (their partial output is reports/runs/.<name>.partial.ipynb):\n  "
-              + "\n  ".join(failures), file=sys.stderr)
+    cells = S.select(S.load_config(args.config), args.only)
+    result = S.sweep(cells, jobs=args.jobs, force=args.force)
+    table = S.aggregate()
+    print(f"{len(table)} finished runs aggregated in reports/runs/results.csv")
+    if args.no_report:
+        pass
+    elif result["done"] or not (R.REPORTS / "index.html").exists():
+        print(f"report: {R.build_report()}")
+    else:
+        print(f"report: {R.REPORTS / 'index.html'} is up to date (no cell ran)")
+    print(f"done {len(result['done'])}, already done {len(result['skipped'])}, failed {len(result['failed'])}, "
+          f"blocked {len(result['blocked'])}")
+    if result["failed"] or result["blocked"]:
+        lines = []
+        for run_id in result["failed"]:
+            rec = json.loads((S.RUNS / f"{run_id}.failed.json").read_text())
+            lines.append(f"{run_id}: {rec['error']} (partial notebook: {rec['partial_notebook']})")
+        lines += [f"{run_id}: not run (a cell it comes after failed)" for run_id in result["blocked"]]
+        print("failed cells:\n  " + "\n  ".join(lines), file=sys.stderr)
         raise SystemExit(1)
 
 
@@ -281,10 +329,54 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--cache", default=None, metavar="DIR", help="data cache folder")
     pr.set_defaults(func=cmd_prune)
 
-    s = sub.add_parser("study", help="run the default study notebooks and render the report")
-    s.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "configs" / "default.yaml"),
-                   help="a YAML file listing notebooks and their parameters (default: configs/default.yaml)")
-    s.set_defaults(func=cmd_study)
+    from .recovery import KL_POSITIONS, LOSSES, TEACHER_INPUTS, TRAIN_MODES, RecoveryConfig
+
+    d0 = RecoveryConfig()
+    rc = sub.add_parser("recover", help="recover a pruned checkpoint by finetuning and/or distillation",
+                        description="Finetune a pruned checkpoint (vision tower frozen) on a subset of the "
+                                    "instruction mix, with CE and/or distillation from the unpruned teacher.")
+    rc.add_argument("model", metavar="STUDENT", help="pruned checkpoint folder (its pruning_plan.json maps layers)")
+    rc.add_argument("--teacher", default=None, metavar="DIR", help="the unpruned checkpoint (needed for KD losses)")
+    rc.add_argument("--train", required=True, choices=TRAIN_MODES, help="what is trained")
+    rc.add_argument("--loss", required=True, choices=LOSSES, help="ce, KD terms, or alpha * KD + (1 - alpha) * CE")
+    rc.add_argument("--alpha", type=float, default=d0.alpha, help=f"KD weight in combinations (default {d0.alpha})")
+    rc.add_argument("--temperature", type=float, default=d0.temperature, help="KL temperature tau (default 2)")
+    rc.add_argument("--kl-positions", default=d0.kl_positions, choices=KL_POSITIONS,
+                    help="KL over answer tokens (default) or all non-padding positions (the study's code)")
+    rc.add_argument("--hidden-layers", default=None, metavar="J,K",
+                    help="extra student blocks whose outputs are matched (the final block always is)")
+    rc.add_argument("--teacher-input", default=d0.teacher_input, choices=TEACHER_INPUTS,
+                    help="teacher sees its own image features (default) or the student's projector output")
+    rc.add_argument("--data-fraction", default=str(d0.data_fraction), metavar="F",
+                    help="fraction (0.05), percentage (5%%) or count (500) of the instruction mix (default 0.05)")
+    rc.add_argument("--epochs", type=float, default=d0.epochs)
+    rc.add_argument("--lr", type=float, default=d0.lr)
+    rc.add_argument("--batch-size", type=int, default=d0.batch_size)
+    rc.add_argument("--lora-rank", type=int, default=d0.lora_rank)
+    rc.add_argument("--lora-alpha", type=int, default=d0.lora_alpha)
+    rc.add_argument("--lora-targets", default="all", help="LM linear layer names, comma-separated, or 'all'")
+    rc.add_argument("--seed", type=int, default=0, help="seed of the subset draw and of training")
+    rc.add_argument("--save-steps", type=int, default=d0.save_steps, help="resume checkpoint every N steps (0: none)")
+    rc.add_argument("--n-train", type=int, default=d0.n_train, help="size of the instruction mix (the teacher's)")
+    rc.add_argument("--data-seed", type=int, default=0, help="seed of the instruction mix (the teacher's)")
+    rc.add_argument("--cache", default=None, metavar="DIR", help="data cache folder")
+    rc.add_argument("--out", required=True, metavar="DIR")
+    rc.set_defaults(func=cmd_recover)
+
+    default_config = str(Path(__file__).resolve().parent.parent / "configs" / "default.yaml")
+    for name, help_text in (("sweep", "run a grid of notebooks (cached, resumable) and render the report"),
+                            ("study", "the default study: `sweep configs/default.yaml` (what `make study` runs)")):
+        s = sub.add_parser(name, help=help_text)
+        if name == "sweep":
+            s.add_argument("config", help="a grid file, e.g. configs/default.yaml, smoke.yaml, full.yaml, paper.yaml")
+        else:
+            s.add_argument("--config", default=default_config, help="default: configs/default.yaml")
+        s.add_argument("--jobs", type=int, default=1, help="cells run in parallel (CPU threads are split)")
+        s.add_argument("--only", default=None, metavar="PATTERN",
+                       help="glob on run ids or notebook names (what they come after runs too)")
+        s.add_argument("--force", action="store_true", help="rerun cells that already have a result")
+        s.add_argument("--no-report", action="store_true", help="do not render the report at the end")
+        s.set_defaults(func=cmd_sweep)
 
     r = sub.add_parser("report", help="render executed notebooks under reports/runs to HTML pages")
     r.set_defaults(func=cmd_report)

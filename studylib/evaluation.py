@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -112,6 +113,27 @@ def evaluate(model, processor, benchmarks: dict, model_name: str = "model", batc
             rows.append({"model": model_name, "benchmark": name, "metric": metric, "score": score,
                          "n": len(ds), "chance": chance if metric == "accuracy" else None, "seconds": secs})
     return pd.DataFrame(rows)
+
+
+def evaluate_cached(model, processor, benchmarks: dict, folder: str | Path, model_name: str = "model",
+                    key: str = "", **kw) -> pd.DataFrame:
+    """`evaluate`, stored in `folder/evaluation-<hash>.json` and read back on the next call. The hash covers
+    the benchmarks' dataset fingerprints, the options and `key` (e.g. a pruning plan): the caller promises
+    that `folder` + `key` identify the model (a checkpoint folder does)."""
+    import hashlib
+    import json
+
+    ident = json.dumps({"benchmarks": {b: ds._fingerprint for b, ds in benchmarks.items()}, "key": key,
+                        "options": {k: v for k, v in kw.items() if k != "progress"}}, sort_keys=True)
+    path = Path(folder) / f"evaluation-{hashlib.sha256(ident.encode()).hexdigest()[:10]}.json"
+    if path.exists():
+        return pd.DataFrame(json.loads(path.read_text())["table"]).assign(model=model_name)
+    table = evaluate(model, processor, benchmarks, model_name, **kw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps({"ident": json.loads(ident), "table": table.to_dict(orient="records")}))
+    tmp.replace(path)
+    return table
 
 
 def primary(table: pd.DataFrame) -> pd.DataFrame:

@@ -35,15 +35,22 @@ class TeacherConfig:
 
 
 def training_args(out_dir: str | Path, *, steps: int, batch_size: int, lr: float, seed: int,
-                  warmup_ratio: float = 0.03, weight_decay: float = 0.0, logging_steps: int = 0, **kw):
-    """TrainingArguments shared by every training run of the package (cosine schedule, CPU-friendly)."""
+                  warmup_ratio: float = 0.03, weight_decay: float = 0.0, logging_steps: int = 0,
+                  save_steps: int = 0, **kw):
+    """TrainingArguments shared by every training run of the package (cosine schedule, CPU-friendly).
+
+    `save_steps` > 0 keeps the latest Trainer checkpoint under `out_dir` (for resuming an interrupted run).
+    """
     from transformers import TrainingArguments
 
+    saving = dict(save_strategy="steps", save_steps=save_steps, save_total_limit=1) if save_steps else \
+        dict(save_strategy="no")
     return TrainingArguments(
         output_dir=str(out_dir), max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
         lr_scheduler_type="cosine", warmup_steps=math.ceil(warmup_ratio * steps), weight_decay=weight_decay,
-        logging_steps=logging_steps or max(1, min(10, steps // 5)), save_strategy="no", report_to=[], seed=seed, data_seed=seed,
-        dataloader_num_workers=0, dataloader_pin_memory=False, remove_unused_columns=False, disable_tqdm=False, **kw,
+        logging_steps=logging_steps or max(1, min(10, steps // 5)), report_to=[], seed=seed, data_seed=seed,
+        dataloader_num_workers=0, dataloader_pin_memory=False, remove_unused_columns=False, disable_tqdm=False,
+        **saving, **kw,
     )
 
 

@@ -197,7 +197,7 @@ if not teacher_dir:
 model, processor = M.load(teacher_dir)
 benchmarks = E.load_benchmarks(n=n_bench, seed=seed, cache_dir=cache)
 t0 = time.time()
-reference = E.evaluate(model, processor, benchmarks, model_name="teacher", progress=False)
+reference = E.evaluate_cached(model, processor, benchmarks, teacher_dir, model_name="teacher", progress=False)
 teacher_eval_seconds = time.time() - t0
 teacher_scores = E.summary(reference)
 info = P.describe_lm(model)
@@ -306,7 +306,9 @@ def prune_and_evaluate(c, ratio):
         # identity check: the pruned model is exactly what the plan says
         assert pruned.config.text_config.num_hidden_layers == len(plan.kept_layers) == num_layers - len(removed)
         assert P.count_params(pruned) == (plan.lm_params_after, plan.model_params_after)
-        table = E.evaluate(pruned, processor, benchmarks, model_name=f"{c} {ratio:.0%}", progress=False)
+        table = E.evaluate_cached(pruned, processor, benchmarks, os.path.join(teacher_dir, "pruned-evaluations"),
+                                  model_name=f"{c} {ratio:.0%}", key=json.dumps(plan.to_dict(), sort_keys=True),
+                                  progress=False)
         results[c, ratio] = (plan, table, relative(table))
     return results[c, ratio]
 
@@ -511,7 +513,9 @@ def prune_and_evaluate(c, ratio):
         blocks = P.describe_lm(pruned).blocks
         assert [[b.num_heads, b.num_kv_heads, b.intermediate_size] for b in blocks] == widths_after(plan)
         assert P.count_params(pruned) == (plan.lm_params_after, plan.model_params_after)
-        table = E.evaluate(pruned, processor, benchmarks, model_name=f"{c} {ratio:.0%}", progress=False)
+        table = E.evaluate_cached(pruned, processor, benchmarks, os.path.join(teacher_dir, "pruned-evaluations"),
+                                  model_name=f"{c} {ratio:.0%}", key=json.dumps(plan.to_dict(), sort_keys=True),
+                                  progress=False)
         results[c, ratio] = (plan, table, relative(table))
     return results[c, ratio]
 
@@ -619,5 +623,363 @@ os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
 with open(metrics_path, "w") as f:
     json.dump(metrics, f, indent=1, default=str)
 print(f"metrics written to {metrics_path}")
+"""),
+])
+
+# ----------------------------------------------------------------------------------------------
+# Recovery notebooks: prune the teacher once (one paradigm, criterion and ratio), then recover.
+
+RECOVERY_FORMULAS = r"""
+**What is trained** (the vision tower is always frozen, as in the study): `projector` (the 2-layer MLP only),
+`lora` (the projector and LoRA adapters $W + \frac{\alpha}{r} BA$ on every linear layer of the LM, merged into $W$
+when saved), or `full` (the projector and the whole LM).
+
+**Losses**, over the answer positions $A$ of a batch (prompt and image tokens are masked, as in LLaVA):
+
+* SFT: $\mathcal{L}_{CE} = -\frac{1}{|A|}\sum_{t \in A}\log p_S(y_t)$;
+* logit distillation: $\mathcal{L}_{KL} = \frac{\tau^2}{|P|}\sum_{t \in P}\mathrm{KL}\big(\mathrm{softmax}(z^T_t/\tau)\,\Vert\,\mathrm{softmax}(z^S_t/\tau)\big)$,
+  $\tau = 2$, $P = A$ (or every token, `kl_positions = "all"`, as the study's code);
+* hidden-state distillation: $\mathcal{L}_{HID} = \frac{1}{|J|}\sum_{j \in J}\mathrm{mean}_{t,d}\,(h^S_{j} - h^T_{m(j)})^2$: the final
+  block outputs of student and teacher (the study's "final hidden state"), plus optional student blocks $j$
+  matched to the teacher block $m(j)$ they were (the pruning plan's kept blocks after layerwise pruning);
+* combinations: $\mathcal{L} = \alpha\,\mathcal{L}_{KD} + (1-\alpha)\,\mathcal{L}_{CE}$ with $\alpha = 0.5$ and
+  $\mathcal{L}_{KD}$ the sum of the KD terms named (`ce+kl`, `ce+hidden`, `ce+hidden+kl`).
+
+The teacher is the frozen unpruned model and sees its own image features; the study's LLaVA code fed it the
+student's projector output instead (`teacher_input = "student"`).
+"""
+
+RECOVERY_PARAMS = """paradigm = "layerwise"    # layerwise | widthwise
+criterion = "bi"          # layerwise: bi, angular, loss, deepest, random; widthwise: taylor, l1, l2, wanda, ...
+ratio = 0.30              # fraction of LM parameters to remove
+calib_samples = 0         # 0: the criterion's default (50 for bi, 10 for taylor)
+train = "lora"            # projector | lora | full
+loss = "ce+hidden"        # ce | kl | hidden | ce+kl | ce+hidden | ce+hidden+kl
+alpha = 0.5               # weight of the KD term in combinations
+temperature = 2.0
+kl_positions = "answer"   # answer | all
+teacher_input = "own"     # own | student (the study's code)
+epochs = 1.0
+lr = 2e-4
+recovery_batch_size = 32
+lora_rank = 16
+lora_alpha = 32
+n_bench = 500             # items per benchmark
+check_quality = True      # assert quality (off for the smoke run of the tiny preset)
+"""
+
+PRUNE_ONCE = """
+from studylib import recovery as R
+n_calib = calib_samples or P.default_calib_samples(criterion)
+calib = P.calibration_batches(processor, n_calib, seed, cache_dir=cache, n_train=n_train) \\
+    if P.needs_calibration(criterion) else []
+scores = P.compute_scores(model, paradigm, criterion, calib, seed=seed)
+plan = P.make_plan(model, scores, ratio)
+pruned = P.apply_plan(copy.deepcopy(model), plan)
+pruned_table = E.evaluate_cached(pruned, processor, benchmarks, os.path.join(teacher_dir, "pruned-evaluations"),
+                                 model_name="pruned", key=json.dumps(plan.to_dict(), sort_keys=True), progress=False)
+pruned_avg = float(relative(pruned_table)["relative"].mean()) if scored else float("nan")
+train_data = D.build_dataset("train", n_train, seed, cache)
+recovered_root = Path(checkpoint_root or T.default_checkpoint_root()) / "recovered"
+
+
+def recovery_config(**changes):
+    return R.RecoveryConfig(train=train, loss=loss, alpha=alpha, temperature=temperature, kl_positions=kl_positions,
+                            teacher_input=teacher_input, n_train=n_train, epochs=epochs, lr=lr,
+                            batch_size=recovery_batch_size, lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed,
+                            **changes)
+
+
+def recover_and_evaluate(cfg):
+    \"\"\"Recover a copy of the pruned model (cached by inputs, resumes if interrupted) and evaluate it.\"\"\"
+    out = R.recovery_dir(recovered_root, teacher_dir, plan, cfg)
+    result = R.ensure_recovered(copy.deepcopy(pruned), model, train_data, cfg, out, processor, plan=plan)
+    recovered, _ = M.load(out)
+    assert P.count_params(recovered) == P.count_params(pruned), "recovery keeps the pruned structure"
+    table = E.evaluate_cached(recovered, processor, benchmarks, out, model_name=out.name, progress=False)
+    return result, table, relative(table)
+
+
+print(f"{paradigm} / {criterion}: requested {ratio:.0%}, achieved LM ratio {plan.lm_ratio:.1%} "
+      f"({plan.lm_params_before:,} -> {plan.lm_params_after:,} LM parameters); AVG % without recovery {pruned_avg:.1f}")
+"""
+
+write("03_recovery", [
+    md(r"""
+# Recovery: finetuning and distillation bring a pruned model back
+
+Pruning without recovery loses accuracy (notebooks 01 and 02). The study then trains the pruned model
+(the **student**) briefly on a small random share of the instruction data, with supervised finetuning
+(SFT) and/or knowledge distillation (KD) from the unpruned model (the **teacher**). This notebook runs one
+pruned model with one recipe and shows its loss curves, and its scores before and after, relative to the
+teacher: $\mathrm{AVG\,\%} = \frac{1}{|B|}\sum_{b} 100\,s_b/s_b(\text{teacher})$.
+""" + RECOVERY_FORMULAS),
+    code(SETUP),
+    code(TEACHER_PARAMS + RECOVERY_PARAMS + """data_fraction = 0.05      # fraction (0.05) of the instruction mix, or a count (500)
+metrics_path = "../reports/runs/03_recovery.json"
+""", tags=["parameters"]),
+    md("## The teacher and its scores (the 100 % of every AVG %)"),
+    code("from pathlib import Path\n" + LOAD_TEACHER),
+    md("## The pruned student, before recovery"),
+    code(PRUNE_ONCE),
+    md("## Recovery"),
+    code("""
+cfg = recovery_config(data_fraction=data_fraction)
+t0 = time.time()
+result, rec_table, rec_rel = recover_and_evaluate(cfg)
+rec_avg = float(rec_rel["relative"].mean()) if scored else float("nan")
+m = result.metrics
+print(f"{train} / {loss}: {m['examples']} of {m['of_examples']} examples, {m['steps']} steps, "
+      f"{m['trainable_params']:,} trainable parameters, trained in {m['train_seconds']} s "
+      f"({time.time() - t0:.0f} s with evaluation)")
+print(f"answer CE on the subset: {m['train_ce_before']:.4f} -> {m['train_ce_after']:.4f}; "
+      f"AVG % {pruned_avg:.1f} -> {rec_avg:.1f}")
+log = pd.DataFrame(result.log)
+terms = [c for c in ["loss", "loss_ce", "loss_kl", "loss_hidden"] if c in log]
+curves = log.melt(id_vars="step", value_vars=terms, var_name="term", value_name="value")
+fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+sns.lineplot(data=curves, x="step", y="value", hue="term", marker="o", ax=axes[0])
+axes[0].set(title=f"training loss ({loss}, alpha {alpha})", yscale="log")
+before_after = pd.concat([relative(pruned_table).assign(model="pruned"), rec_rel.assign(model="recovered")])
+sns.barplot(data=before_after, x="benchmark", y="relative", hue="model", ax=axes[1])
+axes[1].axhline(100, color="k", ls="--")
+axes[1].set(title="% of teacher, per benchmark", ylabel="% of teacher")
+plt.show()
+before_after.pivot(index="benchmark", columns="model", values="relative").round(1)
+"""),
+    code("""
+assert m["examples"] == len(R.subset_indices(n_train, data_fraction, seed))
+assert m["steps"] == max(1, int(np.ceil(epochs * m["examples"] / recovery_batch_size)))
+assert not (result.out_dir / "_trainer").exists(), "the resume checkpoints are removed when a run finishes"
+assert all(np.isfinite(log["loss"])), "finite losses"
+if R.uses(loss, "hidden"):
+    assert m["layer_pairs"][-1][1] == num_layers - 1, "the final blocks of student and teacher are matched"
+if check_quality:
+    assert m["train_ce_after"] < m["train_ce_before"], "recovery lowers the answer loss on its data"
+    assert rec_avg > pruned_avg, f"recovery helps: AVG % {pruned_avg:.1f} -> {rec_avg:.1f}"
+metrics = {
+    "notebook": "03_recovery", "preset": preset, "seed": seed, "teacher_dir": str(teacher_dir),
+    "paradigm": paradigm, "criterion": criterion, "ratio": ratio, "lm_ratio": plan.lm_ratio,
+    "recipe": {"train": train, "loss": loss, "alpha": alpha, "temperature": temperature,
+               "kl_positions": kl_positions, "teacher_input": teacher_input},
+    "data_fraction": data_fraction, "teacher_scores": teacher_scores, "scored_benchmarks": scored,
+    "avg_percent_pruned": pruned_avg, "avg_percent_recovered": rec_avg,
+    "relative_pruned": relative(pruned_table).set_index("benchmark")["relative"].to_dict(),
+    "relative_recovered": rec_rel.set_index("benchmark")["relative"].to_dict(),
+    "recovery": m, "checkpoint": str(result.out_dir), "plan": plan.to_dict(),
+}
+os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
+with open(metrics_path, "w") as f:
+    json.dump(metrics, f, indent=1, default=str)
+print(f"metrics written to {metrics_path}")
+"""),
+])
+
+write("04_data_efficiency", [
+    md(r"""
+# Data efficiency: how much instruction data does recovery need?
+
+The study's headline is that **5 %** of the instruction data recovers most of a pruned model's performance.
+Here one pruned model is recovered with one recipe on growing random shares of the instruction mix. The
+subsets are **nested** (the first $k$ examples of one seeded permutation: the 1 % subset lies inside the 5 %
+one), so the curve shows the effect of adding data, not of drawing a different sample. Each point is
+$\mathrm{AVG\,\%} = \frac{1}{|B|}\sum_{b} 100\,s_b/s_b(\text{teacher})$ after recovery, for the same number of epochs.
+""" + RECOVERY_FORMULAS),
+    code(SETUP),
+    code(TEACHER_PARAMS + RECOVERY_PARAMS + """fractions = [0.01, 0.05, 0.10, 0.25]   # shares of the instruction mix (1.0: all of it)
+metrics_path = "../reports/runs/04_data_efficiency.json"
+""", tags=["parameters"]),
+    md("## The teacher and its scores (the 100 % of every AVG %)"),
+    code("from pathlib import Path\n" + LOAD_TEACHER),
+    md("## The pruned student, before recovery"),
+    code(PRUNE_ONCE),
+    md("## Recovery with growing shares of the data"),
+    code("""
+rows, rels = [], []
+for f in fractions:
+    t0 = time.time()
+    result, table, rel = recover_and_evaluate(recovery_config(data_fraction=f))
+    m = result.metrics
+    rows.append({"fraction": f, "examples": m["examples"], "steps": m["steps"], "train_seconds": m["train_seconds"],
+                 "train_ce_after": m["train_ce_after"], "AVG %": float(rel["relative"].mean()) if scored else np.nan})
+    rels.append(rel.assign(fraction=f))
+    print(f"{f:.0%}: {m['examples']} examples, {m['steps']} steps, AVG % {rows[-1]['AVG %']:.1f} "
+          f"({time.time() - t0:.0f} s)")
+curve = pd.DataFrame(rows)
+if scored:  # AVG % is undefined only for an untrained smoke-test teacher
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+    sns.lineplot(data=curve, x="fraction", y="AVG %", marker="o", ax=axes[0], label=f"{train} / {loss}")
+    axes[0].axhline(pruned_avg, color="tab:red", ls=":", label="no recovery")
+    axes[0].axhline(95, color="k", ls="--", label="95 % of the teacher")
+    axes[0].set(xscale="log", title=f"{paradigm} {plan.lm_ratio:.0%}: AVG % against data used",
+                xlabel="share of the data")
+    axes[0].legend()
+    sns.lineplot(data=pd.concat(rels), x="fraction", y="relative", hue="benchmark", marker="o", ax=axes[1])
+    axes[1].set(xscale="log", title="per benchmark", ylabel="% of teacher", xlabel="share of the data")
+    plt.show()
+curve
+"""),
+    code("""
+subsets = [set(R.subset_indices(n_train, f, seed)) for f in sorted(fractions)]
+assert all(a <= b for a, b in zip(subsets, subsets[1:])), "subsets are nested"
+assert list(curve["examples"]) == [len(R.subset_indices(n_train, f, seed)) for f in fractions]
+if check_quality:
+    best = curve["AVG %"].max()
+    assert best > pruned_avg, f"recovery helps at some share of the data ({best:.1f} vs {pruned_avg:.1f})"
+    assert curve.sort_values("fraction")["train_ce_after"].iloc[-1] < 10, "finite answer loss"
+metrics = {
+    "notebook": "04_data_efficiency", "preset": preset, "seed": seed, "teacher_dir": str(teacher_dir),
+    "paradigm": paradigm, "criterion": criterion, "ratio": ratio, "lm_ratio": plan.lm_ratio,
+    "recipe": {"train": train, "loss": loss, "alpha": alpha, "epochs": epochs, "lr": lr},
+    "teacher_scores": teacher_scores, "scored_benchmarks": scored, "avg_percent_pruned": pruned_avg,
+    "curve": curve.to_dict(orient="records"),
+    "relative": pd.concat(rels)[["fraction", "benchmark", "relative"]].to_dict(orient="records"),
+}
+os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
+with open(metrics_path, "w") as f:
+    json.dump(metrics, f, indent=1, default=str)
+print(f"metrics written to {metrics_path}")
+"""),
+])
+
+# ----------------------------------------------------------------------------------------------
+# The report: reads every finished run of the sweep and computes the study's tables.
+
+write("99_report", [
+    md(r"""
+# The study in one page: what pruning costs, what recovery buys back, and which claims held
+
+This page is computed from the run records of the last sweep (`reports/runs/<run-id>.json`, one per
+executed notebook); nothing on it is written by hand. **AVG %** is the mean over benchmarks of
+$100\,s_b(\text{model})/s_b(\text{teacher})$, the study's measure; the **compression ratio** is the fraction of
+language-model parameters removed. Each notebook's own page (linked from the index) shows the details.
+"""),
+    code(SETUP),
+    code("""
+runs_dir = "../reports/runs"   # where the sweep wrote its run records
+fraction = 0.05                # the data share the claims and the decision guide are read at
+metrics_path = "../reports/summary.json"
+""", tags=["parameters"]),
+    code("""
+import numpy as np
+from pathlib import Path
+from studylib import report as R, sweep as S
+records = S.collect(Path(runs_dir))
+by_notebook = pd.Series([r["notebook"] for r in records]).value_counts().sort_index()
+table = R.retention(records)
+undefined = table["avg_percent"].isna().sum()  # only when a teacher scores 0 everywhere (smoke runs)
+table = table.dropna(subset=["avg_percent"])
+print(f"{len(records)} finished runs in {runs_dir}" + (f"; {undefined} points without AVG % left out" if undefined else ""))
+by_notebook.to_frame("runs")
+"""),
+    md("## The teacher"),
+    code("""
+teachers = [r for r in records if r["notebook"] == "00_teacher"]
+if teachers:
+    t = teachers[-1]["metrics"]
+    scores = pd.DataFrame({"score": t["scores"], "blank images": t["blank_image_scores"], "chance": t["chance"]})
+    scores = scores.drop(index="image_mean", errors="ignore")
+    ax = scores[["score", "blank images"]].plot.bar(figsize=(8, 3.5))
+    ax.scatter(range(len(scores)), scores["chance"], color="k", marker="_", s=400, zorder=3, label="chance")
+    ax.set(ylim=(0, 1), ylabel="accuracy", title="teacher: accuracy, with blank images, and chance"); ax.legend()
+    plt.xticks(rotation=20); plt.show()
+    display(scores.round(3))
+else:
+    print("no 00_teacher run in this sweep")
+"""),
+    md("""
+## Retention against compression, for each paradigm and recipe
+
+`none` is pruning without recovery (notebooks 01 and 02); the other lines are recoveries (notebook 03) with
+the data share above. The dashed line is 95 % of the teacher (the study's data-efficiency goal).
+"""),
+    code("""
+view = table[(table["recipe"] == "none") | ((table["fraction"] - fraction).abs() < 1e-9)]
+if len(view):
+    g = sns.relplot(data=view, x="ratio", y="avg_percent", hue="recipe", col="paradigm", kind="line", marker="o",
+                    height=3.8, aspect=1.2, facet_kws={"sharey": True})
+    for ax in g.axes.flat:
+        ax.axhline(95, color="k", ls="--", lw=1)
+    g.set(xlabel="compression (requested LM ratio)", ylabel="AVG % of teacher")
+    plt.show()
+    display(view.pivot_table(index=["paradigm", "ratio"], columns="recipe", values="avg_percent").round(1))
+"""),
+    md("## Per benchmark at one ratio (radar plots, as the study's Figure 1)"),
+    code("""
+rel = R.relative_by_benchmark(records).dropna(subset=["relative"])
+rel = rel[(rel["recipe"] == "none") | ((rel["fraction"] - fraction).abs() < 1e-9)]
+common = sorted(set(rel["ratio"].round(2)))
+radar_ratio = 0.30 if 0.30 in common else (common[0] if common else None)
+if radar_ratio is not None:
+    sub = rel[rel["ratio"].round(2) == radar_ratio]
+    paradigms = sorted(sub["paradigm"].unique())
+    fig, axes = plt.subplots(1, len(paradigms), subplot_kw={"projection": "polar"}, figsize=(6 * len(paradigms), 5))
+    for ax, p in zip(np.atleast_1d(axes), paradigms):
+        piv = sub[sub["paradigm"] == p].pivot_table(index="benchmark", columns="recipe", values="relative")
+        angles = np.linspace(0, 2 * np.pi, len(piv), endpoint=False).tolist()
+        for recipe in piv.columns:
+            vals = piv[recipe].tolist()
+            ax.plot(angles + angles[:1], vals + vals[:1], marker="o", label=recipe)
+        ax.set_xticks(angles); ax.set_xticklabels(piv.index); ax.set_title(f"{p} {radar_ratio:.0%}: % of teacher")
+        ax.set_ylim(0, 110)
+    np.atleast_1d(axes)[-1].legend(loc="upper left", bbox_to_anchor=(1.05, 1.0), fontsize=8)
+    plt.show()
+"""),
+    md("## Layer importance across depth (notebook 01)"),
+    code("""
+layer_runs = [r for r in records if r["notebook"] == "01_layerwise"]
+if layer_runs:
+    imp = layer_runs[-1]["metrics"]["importance"]
+    prof = pd.DataFrame([{"criterion": c, "block": i, "score": v} for c, s in imp.items() for i, v in enumerate(s)])
+    grp = prof.groupby("criterion")["score"]
+    prof["normalised"] = (prof["score"] - grp.transform("min")) / (grp.transform("max") - grp.transform("min")).replace(0, 1)
+    ax = sns.lineplot(data=prof, x="block", y="normalised", hue="criterion", marker="o")
+    ax.set(ylabel="importance (min-max per criterion)", title="lowest blocks are removed first"); plt.show()
+"""),
+    md("## Data efficiency (notebook 04)"),
+    code("""
+curve = table[table["run_id"].isin([r["run_id"] for r in records if r["notebook"] == "04_data_efficiency"])]
+if len(curve):
+    ax = sns.lineplot(data=curve, x="fraction", y="avg_percent", hue="recipe", style="paradigm", marker="o")
+    ax.axhline(95, color="k", ls="--", lw=1)
+    ax.set(xscale="log", xlabel="share of the instruction data", ylabel="AVG % of teacher"); plt.show()
+    display(curve[["paradigm", "ratio", "recipe", "fraction", "avg_percent"]].round(3))
+"""),
+    md("## Efficiency (notebook 05)"),
+    code("""
+eff = [r for r in records if r["notebook"] == "05_efficiency"]
+if eff and isinstance(eff[-1]["metrics"].get("speedups"), list):
+    display(pd.DataFrame(eff[-1]["metrics"]["speedups"]))
+else:
+    print("no efficiency run in this sweep" if not eff else "see the 05_efficiency page")
+"""),
+    md("""
+## Decision guide (computed from this run)
+
+For each compression band and training budget, the paradigm and recipe that retained most here, with the
+data share above. "not worth it" marks bands where even the best choice keeps under 80 % of the teacher.
+"""),
+    code("""
+guide = R.decision_guide(table, fraction)
+guide
+"""),
+    md("""
+## The study's claims against this run
+
+Each row states the test applied to our measurements; "no evidence" means the sweep did not measure what
+the claim needs (run a larger grid, e.g. `configs/full.yaml`).
+"""),
+    code("""
+claims = R.claims_table(table, fraction)
+assert len(claims) == len(R.CLAIMS) and set(claims["held"]) <= {"yes", "no", "no evidence"}
+assert table["avg_percent"].dropna().between(0, 200).all(), "AVG % values are percentages"
+with pd.option_context("display.max_colwidth", None):
+    display(claims)
+summary = {"notebook": "99_report", "runs": len(records), "claims": claims.to_dict(orient="records"),
+           "decision_guide": guide.to_dict(orient="records"), "retention": table.to_dict(orient="records")}
+os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
+with open(metrics_path, "w") as f:
+    json.dump(summary, f, indent=1, default=str)
+print(f"summary written to {metrics_path}")
 """),
 ])

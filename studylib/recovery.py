@@ -1,0 +1,515 @@
+"""Recovery training of a pruned MLLM: supervised finetuning and distillation from the unpruned teacher.
+
+    recover(student, teacher, data, config, out_dir, processor)   -> RecoveryResult
+
+What is trained (`config.train`; the vision tower is always frozen, as in the study):
+    projector   the multimodal projector only
+    lora        the projector + LoRA adapters on the LM's linear layers (peft), merged into the weights on save
+    full        the projector + the whole LM (embeddings, blocks, head)
+
+The loss (`config.loss`), over a batch with answer positions A (labels != -100, shifted by one):
+    ce      CE     = mean_{t in A} -log p_S(y_t)                               (LLaVA's SFT loss)
+    kl      KL     = tau^2 * mean_{t in P} sum_v p_T(v|t) [log p_T(v|t) - log p_S(v|t)],  p = softmax(z / tau)
+                     P = A (default) or every non-padding position (`kl_positions="all"`, the study's code)
+    hidden  HID    = mean over matched block pairs (j, m(j)) of mean_{t, d} (h^S_j - h^T_{m(j)})^2
+                     over non-padding tokens: the final blocks of both models always; an extra student
+                     block j is matched to the teacher block it was (the plan's kept blocks, or j)
+    ce+kl, ce+hidden, ce+hidden+kl:   alpha * KD + (1 - alpha) * CE,   KD = KL, HID or KL + HID
+
+The teacher is frozen and runs without gradients on the same batch. By default it sees its own image
+features (its own vision tower and projector): it is the unpruned model answering the same question.
+`teacher_input="student"` reproduces the study's LLaVA trainer, which fed the teacher the *student's*
+projector output; the teacher then scores the student's view of the image, and the KD target moves as
+the student's projector is trained.
+
+Training goes through `transformers.Trainer` (a subclass that only overrides `compute_loss`), so the same
+code runs on one CPU and under `accelerate launch`. The losses and the layer matching are written out
+here because they are the methods being studied (TRL has logit distillation but no hidden-state one).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import data as D
+from . import models as M
+from .pruning import PruningPlan, _hidden_out, describe_lm
+
+TRAIN_MODES = ("projector", "lora", "full")
+LOSSES = ("ce", "kl", "hidden", "ce+kl", "ce+hidden", "ce+hidden+kl")
+KL_POSITIONS = ("answer", "all")
+TEACHER_INPUTS = ("own", "student")
+
+
+@dataclass
+class RecoveryConfig:
+    train: str = "lora"  # projector | lora | full
+    loss: str = "ce"  # ce | kl | hidden | ce+kl | ce+hidden | ce+hidden+kl
+    alpha: float = 0.5  # weight of the KD term in combinations
+    temperature: float = 2.0  # tau of the KL term
+    kl_positions: str = "answer"  # answer | all
+    hidden_layers: list[int] = field(default_factory=list)  # extra student blocks matched (final block always)
+    teacher_input: str = "own"  # own | student (the study's code)
+    data_fraction: float | int = 0.05  # float in (0, 1]: a fraction; int >= 1: a number of examples
+    n_train: int = 20000  # size of the instruction mix the subset is drawn from
+    epochs: float = 1.0
+    lr: float = 2e-4
+    batch_size: int = 32
+    warmup_ratio: float = 0.03
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: ["all"])  # LM linear layer names, or "all"
+    seed: int = 0
+    save_steps: int = 50  # Trainer checkpoint every N steps (resume); 0: none
+    threads: int = 0  # 0: leave torch's default
+
+
+@dataclass
+class RecoveryResult:
+    out_dir: Path
+    metrics: dict
+    log: list[dict]
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks (all before any training starts)
+
+
+def _check_choice(name: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not valid; allowed: {', '.join(map(str, allowed))}")
+
+
+def check_config(cfg: RecoveryConfig) -> None:
+    """Raise a ValueError naming the parameter and its allowed values for any bad setting."""
+    _check_choice("train", cfg.train, TRAIN_MODES)
+    _check_choice("loss", cfg.loss, LOSSES)
+    _check_choice("kl_positions", cfg.kl_positions, KL_POSITIONS)
+    _check_choice("teacher_input", cfg.teacher_input, TEACHER_INPUTS)
+    if not 0.0 <= cfg.alpha <= 1.0:
+        raise ValueError(f"alpha={cfg.alpha} must lie in [0, 1] (loss = alpha * KD + (1 - alpha) * CE)")
+    if not cfg.temperature > 0:
+        raise ValueError(f"temperature={cfg.temperature} must be > 0")
+    for name in ("epochs", "lr"):
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"{name}={getattr(cfg, name)} must be > 0")
+    for name in ("batch_size", "lora_rank", "n_train"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}={v!r} must be an integer >= 1")
+    check_fraction(cfg.data_fraction)
+
+
+def check_fraction(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"data_fraction={value!r} must be a fraction in (0, 1] or a count >= 1")
+    if isinstance(value, float) and not 0.0 < value <= 1.0:
+        raise ValueError(f"data_fraction={value} must be a fraction in (0, 1] (or an integer count >= 1)")
+    if isinstance(value, int) and value < 1:
+        raise ValueError(f"data_fraction={value} must be a count >= 1 (or a fraction in (0, 1])")
+
+
+def uses_teacher(loss: str) -> bool:
+    return loss != "ce"
+
+
+def uses(loss: str, term: str) -> bool:
+    return term in loss.split("+")
+
+
+def check_pair(student, teacher, cfg: RecoveryConfig, plan: PruningPlan | None,
+               processor=None, teacher_processor=None) -> list[tuple[int, int]]:
+    """Check that `teacher` can teach `student` with `cfg.loss`; return the matched block pairs (hidden KD)."""
+    if not uses_teacher(cfg.loss):
+        return []
+    if teacher is None:
+        raise ValueError(f"loss={cfg.loss!r} distils from a teacher: pass the unpruned model as teacher")
+    vs, vt = student.get_input_embeddings().num_embeddings, teacher.get_input_embeddings().num_embeddings
+    if vs != vt:
+        raise ValueError(f"student and teacher vocabularies differ ({vs} vs {vt} tokens): logit distillation "
+                         "needs the same tokenizer; use the unpruned model the student was pruned from")
+    if processor is not None and teacher_processor is not None:
+        if processor.tokenizer.get_vocab() != teacher_processor.tokenizer.get_vocab():
+            raise ValueError("student and teacher tokenizers differ (same size, different tokens): distillation "
+                             "needs the tokenizer the student was pruned with")
+    s_id = getattr(student.config, "image_token_id", None)
+    t_id = getattr(teacher.config, "image_token_id", None)
+    if s_id != t_id:
+        raise ValueError(f"student and teacher image token ids differ ({s_id} vs {t_id})")
+    if not uses(cfg.loss, "hidden"):
+        return []
+    hs = describe_lm(student).text_config.hidden_size
+    ht = describe_lm(teacher).text_config.hidden_size
+    if hs != ht:
+        raise ValueError(f"hidden-state distillation needs equal hidden sizes (student {hs}, teacher {ht}); "
+                         "structural pruning here keeps the hidden size, so the teacher is not the unpruned model")
+    return layer_pairs(len(describe_lm(student).layers), len(describe_lm(teacher).layers), plan, cfg.hidden_layers)
+
+
+def layer_pairs(n_student: int, n_teacher: int, plan: PruningPlan | None,
+                extra: list[int] | tuple[int, ...] = ()) -> list[tuple[int, int]]:
+    """(student block j, teacher block m(j)) pairs whose outputs hidden-state KD matches.
+
+    The final student block is always matched to the final teacher block: the study's "final hidden
+    state", what both models feed their norm and LM head. Each extra block j is matched to the teacher
+    block it was: m(j) = plan.kept_layers[j] after layerwise pruning, m(j) = j otherwise. (Matching the
+    final student block to its own original block instead would give a zero loss whenever the deepest
+    blocks were removed, as Block Influence does on LLaVA: same weights, same input, same output.)
+    A student with fewer blocks and no layerwise plan cannot be matched: error.
+    """
+    if plan is not None and plan.num_layers != n_teacher:
+        raise ValueError(f"the student's pruning plan was made on a model with {plan.num_layers} blocks but the "
+                         f"teacher has {n_teacher}: the student is not derived from this teacher")
+    if plan is not None and plan.kept_layers is not None:
+        kept = list(plan.kept_layers)
+        if len(kept) != n_student:
+            raise ValueError(f"the pruning plan keeps {len(kept)} blocks but the student has {n_student}")
+    elif n_student == n_teacher:
+        kept = list(range(n_student))
+    else:
+        raise ValueError(f"student has {n_student} blocks, teacher {n_teacher}, and no layerwise pruning plan "
+                         "says which teacher block each student block came from (pruning_plan.json); "
+                         "hidden-state distillation needs it")
+    js = sorted(set(int(j) % n_student if -n_student <= int(j) < n_student else _bad_layer(j, n_student)
+                    for j in [*extra, n_student - 1]))
+    return [(j, n_teacher - 1 if j == n_student - 1 else kept[j]) for j in js]
+
+
+def _bad_layer(j, n: int):
+    raise ValueError(f"hidden_layers entry {j} is not a student block (valid: 0..{n - 1} or negative indices)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses (pure functions over tensors)
+
+
+def masked_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CE = mean over answer tokens of -log softmax(logits[t])[labels[t + 1]] (labels -100 are ignored)."""
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+
+
+def kd_positions(labels: torch.Tensor, attention_mask: torch.Tensor, positions: str = "answer") -> torch.Tensor:
+    """Boolean (B, L-1) mask of the logits positions that distillation compares: those predicting an
+    answer token (`answer`) or any real token (`all`)."""
+    _check_choice("kl_positions", positions, KL_POSITIONS)
+    if positions == "answer":
+        return labels[:, 1:] != -100
+    return attention_mask[:, 1:].bool()
+
+
+def kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
+            temperature: float = 2.0) -> torch.Tensor:
+    """tau^2 * mean over masked positions of KL(p_T || p_S), p = softmax(z / tau); logits are (B, L-1, V)."""
+    s = F.log_softmax(student_logits[mask].float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits[mask].float() / temperature, dim=-1)
+    kl = (t.exp() * (t - s)).sum(-1)
+    return kl.mean() * temperature**2
+
+
+def hidden_mse(student_states: list[torch.Tensor], teacher_states: list[torch.Tensor],
+               mask: torch.Tensor) -> torch.Tensor:
+    """Mean over pairs of mean_{masked tokens, dims} (h_S - h_T)^2; states are (B, L, H), mask (B, L)."""
+    losses = [F.mse_loss(s[mask].float(), t[mask].float()) for s, t in zip(student_states, teacher_states)]
+    return torch.stack(losses).mean()
+
+
+def combine(loss: str, alpha: float, ce=None, kl=None, hidden=None) -> torch.Tensor:
+    """ce | kl | hidden alone, or alpha * KD + (1 - alpha) * CE with KD = the sum of the KD terms named."""
+    kd = sum(t for t in (kl, hidden) if t is not None)
+    if loss == "ce":
+        return ce
+    if "ce" not in loss.split("+"):
+        return kd
+    return alpha * kd + (1 - alpha) * ce
+
+
+# ----------------------------------------------------------------------------------------------
+# Data subsets
+
+
+def subset_indices(n: int, fraction: float | int, seed: int = 0) -> list[int]:
+    """A seeded uniform random subset of range(n): the first k of one fixed permutation, so subsets of
+    the same seed are nested (the 1 % subset lies inside the 5 % one). k = round(fraction * n) or a count."""
+    check_fraction(fraction)
+    k = fraction if isinstance(fraction, int) else int(round(fraction * n))
+    if k < 1:
+        raise ValueError(f"data_fraction={fraction} of {n} examples selects no example; use a larger fraction "
+                         f"(at least {1 / n:.2g}) or a count")
+    if k > n:
+        raise ValueError(f"data_fraction={fraction} asks for {k} examples but the data has only {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    return sorted(int(i) for i in perm[:k])
+
+
+def parse_fraction(text: str) -> float | int:
+    """'5%' -> 0.05, '0.05' -> 0.05, '1.0' -> 1.0 (all), '500' -> 500 examples."""
+    t = str(text).strip()
+    try:
+        if t.endswith("%"):
+            return float(t[:-1]) / 100
+        if any(c in t for c in ".eE"):
+            return float(t)
+        return int(t)
+    except ValueError:
+        raise ValueError(f"--data-fraction {text!r}: give a fraction (0.05), a percentage (5%) or a count (500)") \
+            from None
+
+
+# ----------------------------------------------------------------------------------------------
+# What is trained
+
+
+def _lm_linear_names(model, targets: list[str]) -> list[str]:
+    info = describe_lm(model)
+    prefix = next(n for n, m in model.named_modules() if m is info.decoder)
+    names = [f"{prefix}.{n}" for n, m in info.decoder.named_modules() if isinstance(m, nn.Linear)]
+    if targets != ["all"]:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+        bad = [t for t in targets if t not in leaves]
+        if bad:
+            raise ValueError(f"lora_targets {bad} are not linear layers of the LM; valid: all, {', '.join(leaves)}")
+        names = [n for n in names if n.rsplit(".", 1)[-1] in targets]
+    return names
+
+
+def prepare_student(student, cfg: RecoveryConfig):
+    """Freeze what `cfg.train` does not train; wrap with LoRA adapters for `lora`. Returns the model to train."""
+    for p in student.parameters():
+        p.requires_grad_(False)
+    if cfg.train == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        names = _lm_linear_names(student, cfg.lora_targets)
+        # A string target is a regex peft full-matches against module names: exactly the LM's linear layers.
+        # The projector is trained whole as a "module to save", so Trainer checkpoints (resume) include it.
+        lcfg = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules="|".join(re.escape(n) for n in names),
+                          modules_to_save=["multi_modal_projector"])
+        return get_peft_model(student, lcfg)  # the vision tower stays frozen, as in the study
+    trained = [student.model.multi_modal_projector]
+    if cfg.train == "full":
+        info = describe_lm(student)
+        trained += [info.decoder, info.lm_head]
+    for module in trained:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return student
+
+
+def trainable_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ----------------------------------------------------------------------------------------------
+# The Trainer
+
+
+def _unwrap(model):
+    while hasattr(model, "module"):  # DDP / accelerate wrappers
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class _Capture:
+    """Forward hooks that keep the outputs of some modules for the current step."""
+
+    def __init__(self, modules: dict[str, nn.Module]):
+        self.out: dict[str, torch.Tensor] = {}
+        self.handles = [m.register_forward_hook(self._hook(k)) for k, m in modules.items()]
+
+    def _hook(self, key):
+        def hook(module, args, output):
+            self.out[key] = _hidden_out(output)
+        return hook
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def _make_trainer_class():
+    from transformers import Trainer
+
+    class RecoveryTrainer(Trainer):
+        """`Trainer` whose loss is `combine(ce, kl, hidden)` against a frozen teacher (see the module doc)."""
+
+        def __init__(self, *args, teacher=None, cfg: RecoveryConfig, pairs=(), **kw):
+            super().__init__(*args, **kw)
+            self.cfg, self.pairs, self.teacher = cfg, list(pairs), teacher
+            student = _unwrap(self.model)
+            s_layers = describe_lm(student).layers
+            mods = {f"s{j}": s_layers[j] for j, _ in self.pairs}
+            if teacher is not None:
+                teacher.to(self.args.device).eval().requires_grad_(False)
+                t_layers = describe_lm(teacher).layers
+                self.t_capture = _Capture({f"t{j}": t_layers[m] for j, m in self.pairs})
+                if cfg.teacher_input == "student":
+                    mods["projector"] = student.model.multi_modal_projector
+            self.s_capture = _Capture(mods)
+            self.parts: dict[str, list[float]] = {"ce": [], "kl": [], "hidden": []}
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.pop("labels")
+            out = model(**inputs, use_cache=False)
+            cfg, terms = self.cfg, {}
+            if uses(cfg.loss, "ce"):
+                terms["ce"] = masked_ce(out.logits, labels)
+            if self.teacher is not None:
+                t_out = self._teacher_forward(inputs)
+                if uses(cfg.loss, "kl"):
+                    mask = kd_positions(labels, inputs["attention_mask"], cfg.kl_positions)
+                    terms["kl"] = kl_loss(out.logits[:, :-1], t_out.logits[:, :-1], mask, cfg.temperature)
+                if uses(cfg.loss, "hidden"):
+                    mask = inputs["attention_mask"].bool()
+                    terms["hidden"] = hidden_mse([self.s_capture.out[f"s{j}"] for j, _ in self.pairs],
+                                                 [self.t_capture.out[f"t{j}"] for j, _ in self.pairs], mask)
+            for k, v in terms.items():
+                self.parts[k].append(float(v.detach()))
+            loss = combine(cfg.loss, cfg.alpha, **terms)
+            return (loss, out) if return_outputs else loss
+
+        @torch.no_grad()
+        def _teacher_forward(self, inputs):
+            if self.cfg.teacher_input == "own":
+                return self.teacher(**inputs, use_cache=False)
+            # the study's LLaVA trainer: the teacher reads the student's projector output at the image tokens
+            ids = inputs["input_ids"]
+            embeds = self.teacher.get_input_embeddings()(ids)
+            if "pixel_values" in inputs:
+                feats = self.s_capture.out["projector"].detach().to(embeds.dtype)
+                image = (ids == self.teacher.config.image_token_id).unsqueeze(-1)
+                embeds = embeds.masked_scatter(image.expand_as(embeds), feats)
+            return self.teacher(inputs_embeds=embeds, attention_mask=inputs["attention_mask"], use_cache=False)
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            model = model or self.model
+            if hasattr(model, "peft_config"):
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            # Trainer reads model.safetensors with a plain load_state_dict, but save_pretrained wrote LLaVA's
+            # original key layout (language_model.model.* ...): load it the way from_pretrained does.
+            saved = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
+            model.load_state_dict(saved.state_dict())
+
+        def log(self, logs: dict, *args, **kwargs):
+            for k, v in self.parts.items():  # the mean of each loss term since the last log
+                if v and "loss" in logs:
+                    logs[f"loss_{k}"] = round(sum(v) / len(v), 5)
+                    v.clear()
+            super().log(logs, *args, **kwargs)
+
+    return RecoveryTrainer
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+
+
+@torch.no_grad()
+def mean_ce(model, processor, tds, batch_size: int = 32, max_examples: int = 128) -> float:
+    """Mean answer-token CE of `model` on the first `max_examples` of a tokenized dataset."""
+    collate = D.Collator(processor)
+    device = next(model.parameters()).device
+    model.eval()
+    rows = tds.select(range(min(max_examples, len(tds))))
+    total, count = 0.0, 0
+    for i in range(0, len(rows), batch_size):
+        batch = {k: v.to(device) for k, v in collate([rows[j] for j in range(i, min(i + batch_size, len(rows)))]).items()}
+        labels = batch.pop("labels")
+        logits = model(**batch, use_cache=False).logits
+        n = int((labels[:, 1:] != -100).sum())
+        total += float(masked_ce(logits, labels)) * n
+        count += n
+    return total / max(count, 1)
+
+
+def recover(student, teacher, data, cfg: RecoveryConfig, out_dir: str | Path, processor,
+            plan: PruningPlan | None = None, teacher_processor=None) -> RecoveryResult:
+    """Recover `student` (pruned) on a `cfg.data_fraction` subset of `data` (a LLaVA-format Dataset).
+
+    Writes a plain HF checkpoint (LoRA merged), the processor, `train_log.json` and `recovery_metrics.json`
+    to `out_dir`; Trainer checkpoints go to `out_dir/_trainer` and an interrupted run resumes from the last.
+    Every check runs before training; the student is modified in place (LoRA: a merged copy is saved).
+    """
+    from transformers import set_seed
+
+    from .teacher import training_args
+
+    check_config(cfg)
+    pairs = check_pair(student, teacher, cfg, plan, processor, teacher_processor)
+    idx = subset_indices(len(data), cfg.data_fraction, cfg.seed)
+    if cfg.train == "lora":
+        _lm_linear_names(student, cfg.lora_targets)  # checks the names
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out_dir = Path(out_dir)
+    t0 = time.time()
+    set_seed(cfg.seed)
+    tds = D.tokenize_dataset(data.select(idx), processor)
+    steps = max(1, math.ceil(cfg.epochs * len(tds) / cfg.batch_size))
+    ce_before = mean_ce(student, processor, tds)
+    model = prepare_student(student, cfg)
+    n_trainable = trainable_parameters(model)
+    model.train()
+    args = training_args(out_dir / "_trainer", steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                         warmup_ratio=cfg.warmup_ratio, save_steps=cfg.save_steps if cfg.save_steps < steps else 0)
+    trainer = _make_trainer_class()(model=model, args=args, train_dataset=tds, data_collator=D.Collator(processor),
+                                    teacher=teacher if uses_teacher(cfg.loss) else None, cfg=cfg, pairs=pairs)
+    resume = any((out_dir / "_trainer").glob("checkpoint-*"))
+    try:
+        trainer.train(resume_from_checkpoint=True if resume else None)
+    finally:
+        trainer.s_capture.remove()
+        if hasattr(trainer, "t_capture"):
+            trainer.t_capture.remove()
+    t_train = time.time() - t0
+    final = model.merge_and_unload() if cfg.train == "lora" else model
+    final.eval()
+    ce_after = mean_ce(final, processor, tds)
+    log = [row for row in trainer.state.log_history if "loss" in row]
+    metrics = {"config": asdict(cfg), "examples": len(tds), "of_examples": len(data), "steps": steps,
+               "resumed": resume, "trainable_params": n_trainable, "params": M.param_breakdown(final),
+               "layer_pairs": pairs, "train_seconds": round(t_train, 1), "train_ce_before": round(ce_before, 5),
+               "train_ce_after": round(ce_after, 5)}
+    final.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    if plan is not None:
+        plan.save(out_dir / "pruning_plan.json")
+    (out_dir / "train_log.json").write_text(json.dumps(log, indent=1))
+    (out_dir / "recovery_metrics.json").write_text(json.dumps(metrics, indent=1))
+    shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
+    return RecoveryResult(out_dir, metrics, log)
+
+
+def recovery_dir(root: str | Path, teacher_dir: str | Path, plan: PruningPlan | None, cfg: RecoveryConfig) -> Path:
+    """`root/recovered-<paradigm>-<criterion>-<ratio %>-<train>-<loss>-<hash>`; the hash covers the teacher
+    folder, the pruning plan and every recovery setting, so a changed input never reuses an old result."""
+    import hashlib
+
+    key = json.dumps({"teacher": str(teacher_dir), "plan": plan.to_dict() if plan else None, "cfg": asdict(cfg),
+                      "data": D.GENERATOR_VERSION}, sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    what = f"{plan.paradigm}-{plan.criterion}-{round(100 * plan.lm_ratio)}" if plan else "unpruned"
+    return Path(root) / f"recovered-{what}-{cfg.train}-{cfg.loss}-{digest}"
+
+
+def ensure_recovered(student, teacher, data, cfg: RecoveryConfig, out_dir: str | Path, processor,
+                     plan: PruningPlan | None = None) -> RecoveryResult:
+    """`recover` unless `out_dir` already holds a finished run (recovery_metrics.json is written last);
+    an unfinished one resumes from its last Trainer checkpoint."""
+    out_dir = Path(out_dir)
+    if (out_dir / "recovery_metrics.json").exists():
+        return RecoveryResult(out_dir, json.loads((out_dir / "recovery_metrics.json").read_text()),
+                              json.loads((out_dir / "train_log.json").read_text()))
+    return recover(student, teacher, data, cfg, out_dir, processor, plan=plan)

@@ -1,0 +1,311 @@
+"""Sweeps: a grid of parameterised notebooks executed by papermill, cached, resumable and ordered.
+
+A config file (configs/*.yaml) lists cells:
+
+    defaults: {preset: llava-small, seed: 0}        # given to every cell
+    cells:
+      - notebook: 00_teacher
+      - notebook: 03_recovery
+        after: [00_teacher]                         # runs once every 00_teacher cell has finished
+        parameters: {data_fraction: 0.05}
+        grid:                                       # cartesian product; a dict element sets several parameters
+          paradigm: [layerwise, widthwise]
+          recipe: [{train: projector, loss: ce}, {train: lora, loss: ce+hidden}]
+
+Each expanded cell gets a run id `<notebook>-<readable parameters>-<hash>`; the hash covers the notebook's
+source, its parameters and the run ids of the cells it comes after (so a changed teacher reruns what
+depends on it). A cell's result is `reports/runs/<run-id>.json`, written last and atomically (after the
+executed notebook is renamed into place); a cell whose result exists is skipped. Partial outputs carry a
+`.partial` name and are never read as results, so an interrupted sweep (Ctrl-C, kill -9) loses no finished
+cell and a rerun finishes only what is missing. A failing cell is recorded in `<run-id>.failed.json` and
+does not stop the others (cells that come after it are skipped); the sweep then exits non-zero.
+
+Cells run in subprocesses (`python -m papermill`), `--jobs` at a time, with the CPU threads split
+between them (OMP_NUM_THREADS). This is written here because papermill runs one notebook and no library
+of the stack schedules a small dependency graph of notebooks with result caching.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+RUNS = ROOT / "reports" / "runs"
+PACKAGES = ("torch", "transformers", "datasets", "accelerate", "peft", "papermill")
+
+
+@dataclass
+class Cell:
+    notebook: str
+    parameters: dict
+    after: list[str] = field(default_factory=list)  # run ids this cell waits for
+    run_id: str = ""
+
+
+# ----------------------------------------------------------------------------------------------
+# Expanding a config
+
+
+def _readable(params: dict, varying: list[str]) -> str:
+    parts = []
+    for k in varying:
+        v = params.get(k)
+        parts.append(f"{v:g}" if isinstance(v, float) else str(v))
+    text = "-".join(p for p in parts if p)
+    return "".join(c if c.isalnum() or c in ".+" else "_" for c in text.replace("-", "_")).strip("_")[:60]
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _notebook_hash(name: str) -> str:
+    path = NOTEBOOKS / f"{name}.ipynb"
+    if not path.exists():
+        valid = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+        raise ValueError(f"unknown notebook {name!r}; valid notebooks are: {', '.join(valid)}")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+
+
+def _grid(grid: dict) -> list[tuple[dict, list[str]]]:
+    """Cartesian product of the grid; dict elements set several parameters at once."""
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ValueError(f"grid must map parameter names to non-empty lists, got {grid!r}")
+    combos = []
+    for values in itertools.product(*grid.values()):
+        params, varying = {}, []
+        for key, value in zip(grid, values):
+            if isinstance(value, dict):
+                params.update(value)
+                varying += list(value)
+            else:
+                params[key] = value
+                varying.append(key)
+        combos.append((params, varying))
+    return combos
+
+
+def expand(config: dict, source: str = "config") -> list[Cell]:
+    """The cells of a config, with their run ids and dependencies, in an order that respects `after`."""
+    if not isinstance(config, dict) or not isinstance(config.get("cells"), list) or not config["cells"]:
+        raise ValueError(f"{source}: expected 'cells:' with a list of {{notebook, parameters, grid, after}} entries")
+    defaults = config.get("defaults") or {}
+    cells: list[Cell] = []
+    by_notebook: dict[str, list[str]] = {}
+    for i, entry in enumerate(config["cells"]):
+        if not isinstance(entry, dict) or "notebook" not in entry:
+            raise ValueError(f"{source}: cell {i} has no 'notebook'")
+        unknown = set(entry) - {"notebook", "parameters", "grid", "after"}
+        if unknown:
+            raise ValueError(f"{source}: cell {i} has unknown keys {sorted(unknown)}; allowed: notebook, parameters, "
+                             "grid, after")
+        name = entry["notebook"]
+        nb_hash = _notebook_hash(name)
+        after_names = entry.get("after") or []
+        missing = [a for a in after_names if a not in by_notebook]
+        if missing:
+            raise ValueError(f"{source}: cell {i} ({name}) comes after {missing}, which no earlier cell runs")
+        after = [rid for a in after_names for rid in by_notebook[a]]
+        for params, varying in _grid(entry["grid"]) if entry.get("grid") else [({}, [])]:
+            full = {**defaults, **(entry.get("parameters") or {}), **params}
+            digest = _hash({"notebook": nb_hash, "parameters": full, "after": after})
+            readable = _readable(full, varying)
+            run_id = f"{name}-{readable}-{digest}" if readable else f"{name}-{digest}"
+            cells.append(Cell(name, full, after, run_id))
+            by_notebook.setdefault(name, []).append(run_id)
+    ids = [c.run_id for c in cells]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"{source}: cells {dup} are listed twice with the same parameters")
+    return cells
+
+
+def load_config(path: str | Path) -> list[Cell]:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config {path} does not exist; configs: "
+                                f"{', '.join(sorted(p.name for p in (ROOT / 'configs').glob('*.yaml')))}")
+    return expand(yaml.safe_load(path.read_text()), str(path))
+
+
+# ----------------------------------------------------------------------------------------------
+# Running
+
+
+def result_path(run_id: str, runs: Path = RUNS) -> Path:
+    return runs / f"{run_id}.json"
+
+
+def is_done(run_id: str, runs: Path = RUNS) -> bool:
+    return result_path(run_id, runs).exists()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (r.stdout.strip() + ("+dirty" if dirty else "")) if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_cell(cell: Cell, runs: Path = RUNS, threads: int | None = None) -> dict:
+    """Execute one cell with papermill in a subprocess; write `<run-id>.ipynb` then `<run-id>.json`."""
+    import yaml
+
+    runs.mkdir(parents=True, exist_ok=True)
+    partial_nb = runs / f".{cell.run_id}.partial.ipynb"
+    partial_metrics = runs / f".{cell.run_id}.metrics.partial.json"
+    params_file = runs / f".{cell.run_id}.params.yaml"
+    for p in (partial_nb, partial_metrics):
+        p.unlink(missing_ok=True)
+    params = {**cell.parameters, "metrics_path": str(partial_metrics)}
+    params_file.write_text(yaml.safe_dump(params))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if threads:
+        env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(NOTEBOOKS / f"{cell.notebook}.ipynb"),
+                           str(partial_nb), "-f", str(params_file), "-k", "python3", "--cwd", str(NOTEBOOKS),
+                           "--no-progress-bar"], env=env, capture_output=True, text=True)
+    seconds = round(time.time() - t0, 1)
+    params_file.unlink(missing_ok=True)
+    record = {"run_id": cell.run_id, "notebook": cell.notebook, "parameters": cell.parameters, "after": cell.after,
+              "seconds": seconds, "versions": _versions(), "git_commit": _git_commit(),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if proc.returncode != 0 or not partial_metrics.exists():
+        lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
+        error = next((ln for ln in reversed(lines) if "Error" in ln or "Exception" in ln), lines[-1] if lines else "")
+        record |= {"status": "failed", "error": error.strip()[:500], "log_tail": "\n".join(lines[-30:]),
+                   "partial_notebook": str(partial_nb)}
+        _atomic_write(runs / f"{cell.run_id}.failed.json", json.dumps(record, indent=1))
+        return record
+    record |= {"status": "ok", "metrics": json.loads(partial_metrics.read_text())}
+    os.replace(partial_nb, runs / f"{cell.run_id}.ipynb")
+    (runs / f"{cell.run_id}.failed.json").unlink(missing_ok=True)
+    _atomic_write(result_path(cell.run_id, runs), json.dumps(record, indent=1, default=str))  # last: the marker
+    partial_metrics.unlink(missing_ok=True)
+    return record
+
+
+def select(cells: list[Cell], only: str | None) -> list[Cell]:
+    """Cells whose run id or notebook matches the glob `only` (plus, if missing, what they come after)."""
+    if not only:
+        return cells
+    chosen = {c.run_id for c in cells if fnmatch.fnmatch(c.run_id, only) or fnmatch.fnmatch(c.notebook, only)}
+    if not chosen:
+        raise ValueError(f"--only {only!r} matches no cell; run ids are like {cells[0].run_id!r}")
+    by_id = {c.run_id: c for c in cells}
+    stack = list(chosen)
+    while stack:  # dependencies come too (they are skipped if already done)
+        for dep in by_id[stack.pop()].after:
+            if dep not in chosen:
+                chosen.add(dep)
+                stack.append(dep)
+    return [c for c in cells if c.run_id in chosen]
+
+
+def sweep(cells: list[Cell], jobs: int = 1, force: bool = False, runs: Path = RUNS, log=print) -> dict:
+    """Run the cells that have no result yet, respecting `after`, `jobs` at a time.
+
+    Returns {"done": [...], "skipped": [...], "failed": [...], "blocked": [...]} (run ids)."""
+    if jobs < 1:
+        raise ValueError(f"--jobs {jobs} must be >= 1")
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    status: dict[str, str] = {}
+    for c in cells:
+        if force:
+            result_path(c.run_id, runs).unlink(missing_ok=True)
+        elif is_done(c.run_id, runs):
+            status[c.run_id] = "skipped"
+    in_sweep = {c.run_id for c in cells}
+    pending = [c for c in cells if c.run_id not in status]
+    log(f"{len(cells)} cells: {len(cells) - len(pending)} already done, {len(pending)} to run ({jobs} at a time, "
+        f"{threads} threads each)")
+    running = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        while pending or running:
+            for c in list(pending):
+                states = [status.get(d) if d in in_sweep else ("skipped" if is_done(d, runs) else "missing")
+                          for d in c.after]
+                if any(s in ("failed", "blocked", "missing") for s in states):
+                    status[c.run_id] = "blocked"
+                    pending.remove(c)
+                    log(f"  blocked  {c.run_id} (a cell it comes after failed or is missing)")
+                elif all(s in ("done", "skipped") for s in states) and len(running) < jobs:
+                    pending.remove(c)
+                    log(f"  start    {c.run_id}")
+                    running[pool.submit(run_cell, c, runs, threads)] = c
+            if not running:
+                continue
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                c = running.pop(fut)
+                rec = fut.result()
+                status[c.run_id] = "done" if rec["status"] == "ok" else "failed"
+                tail = "" if rec["status"] == "ok" else f": {rec['error']}"
+                log(f"  {status[c.run_id]:<8} {c.run_id} ({rec['seconds']} s){tail}")
+    summary = {k: [r for r, s in status.items() if s == k] for k in ("done", "skipped", "failed", "blocked")}
+    return summary
+
+
+def collect(runs: Path = RUNS) -> list[dict]:
+    """Every finished run record (`<run-id>.json`) under `runs`."""
+    out = []
+    for p in sorted(runs.glob("*.json")):
+        if p.name.startswith(".") or p.name.endswith(".failed.json"):
+            continue
+        rec = json.loads(p.read_text())
+        if isinstance(rec, dict) and rec.get("status") == "ok" and "run_id" in rec:
+            out.append(rec)
+    return out
+
+
+def aggregate(runs: Path = RUNS, out: Path | None = None):
+    """One row per finished run: run id, notebook, seconds, parameters and scalar metrics; written as CSV."""
+    import pandas as pd
+
+    rows = []
+    for rec in collect(runs):
+        row = {"run_id": rec["run_id"], "notebook": rec["notebook"], "seconds": rec["seconds"],
+               "git_commit": rec.get("git_commit")}
+        row |= {f"param.{k}": v for k, v in rec["parameters"].items() if not isinstance(v, (list, dict))}
+        row |= {f"metric.{k}": v for k, v in rec["metrics"].items() if isinstance(v, (int, float, str, bool))}
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    out = out or runs / "results.csv"
+    _atomic_write(Path(out), table.to_csv(index=False))
+    return table
