@@ -7,6 +7,7 @@
                       [--calib-samples N] [--seed S] [--layers START:END] [--round-to K] [--n-layers N]
     studylib recover  STUDENT [--teacher TEACHER] --train {projector,lora,full} --loss {ce,kl,hidden,ce+kl,...}
                       [--alpha A] [--temperature T] [--data-fraction F] [--epochs E] [--lr LR] [--seed S] --out DIR
+    studylib bench    MODEL [MODEL ...] [--batch-sizes 1,8,32] [--new-tokens N] [--device cpu|cuda] --out FILE.json
     studylib sweep    CONFIG [--jobs N] [--only PATTERN] [--force]   (cached, resumable grid of notebooks)
     studylib study    [--config configs/default.yaml]  (what `make study` runs: the default sweep)
     studylib report
@@ -241,22 +242,24 @@ def cmd_sweep(args) -> None:
     from . import report as R
     from . import sweep as S
 
+    reports = Path(args.out) if args.out else R.REPORTS
+    runs = reports / "runs"
     cells = S.select(S.load_config(args.config), args.only)
-    result = S.sweep(cells, jobs=args.jobs, force=args.force)
-    table = S.aggregate()
-    print(f"{len(table)} finished runs aggregated in reports/runs/results.csv")
+    result = S.sweep(cells, jobs=args.jobs, force=args.force, runs=runs)
+    table = S.aggregate(runs)
+    print(f"{len(table)} finished runs aggregated in {runs / 'results.csv'}")
     if args.no_report:
         pass
-    elif result["done"] or not (R.REPORTS / "index.html").exists():
-        print(f"report: {R.build_report()}")
+    elif result["done"] or not (reports / "index.html").exists():
+        print(f"report: {R.build_report(runs, reports)}")
     else:
-        print(f"report: {R.REPORTS / 'index.html'} is up to date (no cell ran)")
+        print(f"report: {reports / 'index.html'} is up to date (no cell ran)")
     print(f"done {len(result['done'])}, already done {len(result['skipped'])}, failed {len(result['failed'])}, "
           f"blocked {len(result['blocked'])}")
     if result["failed"] or result["blocked"]:
         lines = []
         for run_id in result["failed"]:
-            rec = json.loads((S.RUNS / f"{run_id}.failed.json").read_text())
+            rec = json.loads((runs / f"{run_id}.failed.json").read_text())
             lines.append(f"{run_id}: {rec['error']} (partial notebook: {rec['partial_notebook']})")
         lines += [f"{run_id}: not run (a cell it comes after failed)" for run_id in result["blocked"]]
         print("failed cells:\n  " + "\n  ".join(lines), file=sys.stderr)
@@ -266,7 +269,8 @@ def cmd_sweep(args) -> None:
 def cmd_report(args) -> None:
     from . import report as R
 
-    print(f"report: {R.build_report()}")
+    reports = Path(args.out) if args.out else R.REPORTS
+    print(f"report: {R.build_report(reports / 'runs', reports)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,7 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--cache", default=None, metavar="DIR", help="data cache folder")
     pr.set_defaults(func=cmd_prune)
 
+    from .efficiency import add_bench_parser
     from .recovery import KL_POSITIONS, LOSSES, TEACHER_INPUTS, TRAIN_MODES, RecoveryConfig
+
+    add_bench_parser(sub)
 
     d0 = RecoveryConfig()
     rc = sub.add_parser("recover", help="recover a pruned checkpoint by finetuning and/or distillation",
@@ -376,9 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="glob on run ids or notebook names (what they come after runs too)")
         s.add_argument("--force", action="store_true", help="rerun cells that already have a result")
         s.add_argument("--no-report", action="store_true", help="do not render the report at the end")
+        s.add_argument("--out", default=None, metavar="DIR",
+                       help="report folder; run records go to DIR/runs (default: reports/)")
         s.set_defaults(func=cmd_sweep)
 
-    r = sub.add_parser("report", help="render executed notebooks under reports/runs to HTML pages")
+    r = sub.add_parser("report", help="render the report pages from the run records under reports/runs")
+    r.add_argument("--out", default=None, metavar="DIR", help="report folder holding runs/ (default: reports/)")
     r.set_defaults(func=cmd_report)
     return p
 

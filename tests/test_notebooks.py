@@ -20,6 +20,17 @@ SMOKE = {
     "02_widthwise": dict(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8, n_bench=10,
                          criteria=["taylor", "l1", "wanda", "random"], ratios=[0.15, 0.30], calib_samples=4,
                          calib_samples_forward=8, check_quality=False),
+    "03_recovery": dict(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8, n_bench=10,
+                        ratio=0.5, calib_samples=8, train="lora", loss="ce+hidden+kl", data_fraction=32,
+                        recovery_batch_size=8, lr=1e-3, check_quality=False),
+    "04_data_efficiency": dict(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8,
+                               n_bench=10, paradigm="widthwise", criterion="l2", ratio=0.3, train="projector",
+                               loss="ce", fractions=[0.05, 0.1], recovery_batch_size=8, lr=1e-3,
+                               check_quality=False),
+    "05_efficiency": dict(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8, n_bench=10,
+                          ratios=[0.15], calib_samples=8, round_to=[1, 8], round_ratio=0.15, batch_sizes=[1, 2],
+                          goal_batch_size=2, new_tokens=2, repeats=2, warmup=1, check_quality=False),
+    "99_report": dict(runs_dir="/nonexistent/runs"),  # no records: every table empty, every claim "no evidence"
 }
 
 
