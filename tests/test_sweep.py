@@ -272,8 +272,9 @@ def test_smoke_config_end_to_end(tmp_path, cache_dir, monkeypatch):
     index = R.build_report(runs, tmp_path / "reports")
     summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
     assert summary["runs"] == len(cells)
-    table = pd.DataFrame(summary["retention"])
-    assert {"none", "projector:ce", "lora:ce+hidden"} <= set(table["recipe"]) or table["avg_percent"].isna().all()
+    # the tiny teacher scores 0 nearly everywhere, so AVG % may be undefined: check the rows, not their values
+    assert {"none", "projector:ce", "lora:ce+hidden"} <= set(R.retention(S.collect(runs))["recipe"])
+    assert summary["retention"] == [] or {"recipe", "avg_percent"} <= set(summary["retention"][0])
     assert index.exists() and len(list((tmp_path / "reports" / "pages").glob("*.html"))) == len(cells)
 
 
