@@ -50,6 +50,7 @@ def main() -> None:
         tr = R._make_trainer_class()(model=model, args=targs, train_dataset=data, data_collator=collate,
                                      teacher=teacher if R.uses_teacher(loss) else None, cfg=cfg, pairs=pairs)
         tr.create_optimizer_and_scheduler(num_training_steps=10)
+        tr.current_gradient_accumulation_steps = 1  # set by Trainer.train; we time training_step alone
         tr.training_step(tr.model, dict(batches[0]))  # warm-up
         trainers[recipe] = tr
     times = {r: [] for r in RECIPES}
