@@ -102,6 +102,9 @@ CLAIMS = [
 ]
 
 
+PRUNING_NOTEBOOKS = {"01_layerwise": "layerwise", "02_widthwise": "widthwise"}  # pruning without recovery
+
+
 def retention(records: list[dict]):
     """Long table of AVG % against compression: columns paradigm, ratio (requested), lm_ratio, recipe
     ('none' or 'train:loss'), fraction (of the data; NaN without recovery), avg_percent, run_id."""
@@ -110,8 +113,8 @@ def retention(records: list[dict]):
     rows = []
     for rec in records:
         m, nb = rec["metrics"], rec["notebook"]
-        if nb in ("01_layerwise", "02_widthwise"):
-            paradigm = "layerwise" if nb == "01_layerwise" else "widthwise"
+        if nb in PRUNING_NOTEBOOKS:
+            paradigm = PRUNING_NOTEBOOKS[nb]
             for r in m.get("per_ratio", []):
                 rows.append({"paradigm": paradigm, "criterion": m.get("criterion"), "ratio": r["requested_ratio"],
                              "lm_ratio": r["lm_ratio"], "recipe": "none", "fraction": float("nan"),
@@ -263,8 +266,8 @@ def relative_by_benchmark(records: list[dict]):
     rows = []
     for rec in records:
         m, nb = rec["metrics"], rec["notebook"]
-        if nb in ("01_layerwise", "02_widthwise"):
-            paradigm = "layerwise" if nb == "01_layerwise" else "widthwise"
+        if nb in PRUNING_NOTEBOOKS:
+            paradigm = PRUNING_NOTEBOOKS[nb]
             for r in m.get("per_ratio", []):
                 rows += [{"paradigm": paradigm, "ratio": r["requested_ratio"], "recipe": "none",
                           "fraction": float("nan"), "benchmark": b, "relative": v} for b, v in r["relative"].items()]

@@ -29,6 +29,13 @@ def write(name, cells):
     nbf.write(nb, HERE / f"{name}.ipynb")
 
 
+# The last lines of every notebook: its metrics file, read by the sweep as the run's result.
+WRITE_METRICS = """os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
+with open(metrics_path, "w") as f:
+    json.dump(metrics, f, indent=1, default=str)
+print(f"metrics written to {metrics_path}")
+"""
+
 SETUP = """
 import json, os, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -149,11 +156,7 @@ metrics = {"notebook": "00_teacher", "preset": preset, "seed": seed, "teacher_di
            "train": train_metrics, "eval_seconds": eval_seconds, "scores": summary,
            "blank_image_scores": blank_summary, "chance": chance, "goals": goals.to_dict(orient="records"),
            "table": table.to_dict(orient="records")}
-os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
-with open(metrics_path, "w") as f:
-    json.dump(metrics, f, indent=1, default=str)
-print(f"metrics written to {metrics_path}")
-"""),
+""" + WRITE_METRICS),
 ])
 
 # ----------------------------------------------------------------------------------------------
@@ -397,11 +400,7 @@ metrics = {
     "importance": {c: s.scores for c, s in scores.items()},
     "score_seconds": score_seconds, "teacher_eval_seconds": teacher_eval_seconds,
 }
-os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
-with open(metrics_path, "w") as f:
-    json.dump(metrics, f, indent=1, default=str)
-print(f"metrics written to {metrics_path}")
-"""),
+""" + WRITE_METRICS),
 ])
 
 write("02_widthwise", [
@@ -619,11 +618,7 @@ metrics = {
     "importance_per_block": profile.to_dict(orient="records"),
     "score_seconds": score_seconds, "teacher_eval_seconds": teacher_eval_seconds,
 }
-os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
-with open(metrics_path, "w") as f:
-    json.dump(metrics, f, indent=1, default=str)
-print(f"metrics written to {metrics_path}")
-"""),
+""" + WRITE_METRICS),
 ])
 
 # ----------------------------------------------------------------------------------------------
@@ -768,11 +763,7 @@ metrics = {
     "relative_recovered": rec_rel.set_index("benchmark")["relative"].to_dict(),
     "recovery": m, "checkpoint": str(result.out_dir), "plan": plan.to_dict(),
 }
-os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
-with open(metrics_path, "w") as f:
-    json.dump(metrics, f, indent=1, default=str)
-print(f"metrics written to {metrics_path}")
-"""),
+""" + WRITE_METRICS),
 ])
 
 write("04_data_efficiency", [
@@ -835,11 +826,7 @@ metrics = {
     "curve": curve.to_dict(orient="records"),
     "relative": pd.concat(rels)[["fraction", "benchmark", "relative"]].to_dict(orient="records"),
 }
-os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
-with open(metrics_path, "w") as f:
-    json.dump(metrics, f, indent=1, default=str)
-print(f"metrics written to {metrics_path}")
-"""),
+""" + WRITE_METRICS),
 ])
 
 # ----------------------------------------------------------------------------------------------
@@ -1158,11 +1145,7 @@ metrics = {
     "ops": {n: F.to_records(t) for n, t in op_tables.items()},
     "table": F.to_records(table), "speedups": F.to_records(speed), "runs": F.to_records(runs),
 }
-os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
-with open(metrics_path, "w") as f:
-    json.dump(metrics, f, indent=1, default=str)
-print(f"metrics written to {metrics_path}")
-"""),
+""" + WRITE_METRICS),
 ])
 
 # ----------------------------------------------------------------------------------------------
