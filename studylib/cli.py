@@ -51,13 +51,22 @@ def cmd_teacher(args) -> None:
 
 def cmd_evaluate(args) -> None:
     import pandas as pd
+    import torch
 
     from . import evaluation as E
     from . import models as M
 
-    names = _csv(args.benchmarks) if args.benchmarks else None
-    benchmarks = E.load_benchmarks(names, args.n, args.seed, args.cache)  # validates names before loading
-    model, processor = M.load(args.model)
+    if args.real:  # real benchmarks (lmms-lab schemas): names and sources are checked before the model loads
+        from . import benchmarks as B
+
+        if args.benchmarks:
+            raise ValueError("--benchmarks names embedded benchmarks and --real real ones: pass one of them")
+        benchmarks = B.load_many(args.real, args.limit, args.seed, args.cache)
+    else:
+        names = _csv(args.benchmarks) if args.benchmarks else None
+        benchmarks = E.load_benchmarks(names, args.n, args.seed, args.cache)  # validates names before loading
+    model, processor = M.load(args.model, dtype=getattr(torch, args.dtype), trust_remote_code=args.trust_remote_code)
+    model.to(args.device)
     table = E.evaluate(model, processor, benchmarks, model_name=str(args.model), blank_images=args.blank_images)
     result = {"model": str(args.model), "summary": E.summary(table), "table": table.to_dict(orient="records")}
     if args.reference:
@@ -108,20 +117,13 @@ def _layer_range(text: str, num_layers: int) -> list[int]:
     return list(range(start, end))
 
 
-def _decoder_layers(model: str) -> int:
-    """Number of decoder blocks of a checkpoint, read from its config (no weights loaded)."""
-    from transformers import AutoConfig
-
+def _decoder_layers(model: str, trust_remote_code: bool = False) -> int:
+    """Number of decoder blocks, from config.json only (no weights); refuses remote code without the flag,
+    fails at once for a hub id while offline."""
+    from . import models as M
     from . import pruning  # noqa: F401  (registers the pruned_* configs of earlier widthwise runs)
 
-    if not Path(model).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise FileNotFoundError(f"{model!r} is not a local folder and HF_HUB_OFFLINE=1 forbids the hub; "
-                                "pass a checkpoint folder, or unset HF_HUB_OFFLINE to download")
-    try:
-        config = AutoConfig.from_pretrained(model)
-    except OSError as e:
-        raise ValueError(f"MODEL {model!r} is not a checkpoint folder: {str(e).splitlines()[0]}") from None
-    return getattr(config, "text_config", config).num_hidden_layers
+    return M.decoder_layers(M.checkpoint_config(model, trust_remote_code=trust_remote_code))
 
 
 def _prune_settings(args) -> dict:
@@ -145,7 +147,7 @@ def _prune_settings(args) -> dict:
         P._check_count("--calib-samples", samples, 1, args.n_train)
     P._check_count("--round-to", 1 if args.round_to is None else args.round_to, 1)
     P._check_count("--seed", args.seed, 0)
-    num_layers = _decoder_layers(args.model)
+    num_layers = _decoder_layers(args.model, args.trust_remote_code)
     layers = _layer_range(args.layers, num_layers) if args.layers is not None else None
     if args.n_layers is not None:
         candidates = len(layers) if layers is not None else num_layers
@@ -156,15 +158,25 @@ def _prune_settings(args) -> dict:
 
 
 def cmd_prune(args) -> None:
+    import torch
+
     from . import models as M
     from . import pruning as P
 
     s = _prune_settings(args)
-    model, processor = M.load(args.model)
+    data = None
+    if args.data:  # the model's own instruction data (e.g. a slice of llava_v1_5_mix665k.json)
+        from . import data as D
+
+        data = D.load_llava_json(args.data, args.image_folder)
+    model, processor = M.load(args.model, dtype=getattr(torch, args.dtype), trust_remote_code=args.trust_remote_code)
+    model.to(args.device)
     if s["samples"]:
-        calib = P.calibration_batches(processor, s["samples"], args.seed, cache_dir=args.cache, n_train=args.n_train)
-        print(f"calibration: {s['samples']} random samples of the instruction mix (n_train={args.n_train}, "
-              f"seed={args.seed}), fingerprint {P.calibration_fingerprint(calib)}")
+        calib = P.calibration_batches(processor, s["samples"], args.seed, cache_dir=args.cache, n_train=args.n_train,
+                                      data=data)
+        source = args.data or f"the instruction mix (n_train={args.n_train})"
+        print(f"calibration: {s['samples']} random samples of {source} (seed={args.seed}), "
+              f"fingerprint {P.calibration_fingerprint(calib)}")
     else:
         calib = []
         print(f"calibration: none (criterion {args.criterion!r} does not use data)")
@@ -199,16 +211,18 @@ def _recovery_config(args):
         hidden_layers=[int(x) for x in _csv(args.hidden_layers)] if args.hidden_layers else [],
         data_fraction=R.parse_fraction(args.data_fraction), n_train=args.n_train, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
-        lora_targets=_csv(args.lora_targets), seed=args.seed, save_steps=args.save_steps)
+        lora_targets=_csv(args.lora_targets), seed=args.seed, save_steps=args.save_steps, bf16=args.bf16,
+        grad_accum=args.grad_accum, gradient_checkpointing=args.gradient_checkpointing)
     R.check_config(cfg)
-    R.subset_indices(cfg.n_train, cfg.data_fraction, cfg.seed)  # a fraction that selects no example
+    if not args.data:
+        R.subset_indices(cfg.n_train, cfg.data_fraction, cfg.seed)  # a fraction that selects no example
     if R.uses_teacher(cfg.loss) and not args.teacher:
         raise ValueError(f"--loss {cfg.loss} distils from the unpruned model: pass --teacher DIR")
-    for name in ("model", "teacher"):
-        path = getattr(args, name)
-        if path and not Path(path).is_dir():
-            raise FileNotFoundError(f"{'STUDENT' if name == 'model' else '--teacher'} {path!r} is not a checkpoint "
-                                    "folder (hub ids: download first, HF_HUB_OFFLINE=1 forbids the hub)")
+    if not Path(args.model).is_dir():
+        raise FileNotFoundError(f"STUDENT {args.model!r} is not a checkpoint folder (a pruned model written by "
+                                "`studylib prune`)")
+    if args.image_folder and not args.data:
+        raise ValueError("--image-folder goes with --data FILE.json (LLaVA-format training data)")
     return cfg
 
 
@@ -223,14 +237,21 @@ def cmd_recover(args) -> None:
     if (out / "recovery_metrics.json").exists():
         print(f"{out} is already a finished recovery (recovery_metrics.json); nothing to do")
         return
+    if args.data:  # the user's LLaVA-format data (e.g. llava_v1_5_mix665k.json): read and checked first
+        data = D.load_llava_json(args.data, args.image_folder)
+        R.subset_indices(len(data), cfg.data_fraction, cfg.seed)
     student, processor = M.load(args.model)
     plan_file = Path(args.model) / "pruning_plan.json"
     plan = P.PruningPlan.load(plan_file) if plan_file.exists() else None
-    teacher, t_processor = M.load(args.teacher) if R.uses_teacher(cfg.loss) else (None, None)
+    teacher, t_processor = (M.load(args.teacher, trust_remote_code=args.trust_remote_code)
+                            if R.uses_teacher(cfg.loss) else (None, None))
     R.check_pair(student, teacher, cfg, plan, processor, t_processor)  # before the data is built
-    data = D.build_dataset("train", cfg.n_train, args.data_seed, args.cache)
+    if not args.data:
+        data = D.build_dataset("train", cfg.n_train, args.data_seed, args.cache)
     result = R.recover(student, teacher, data, cfg, out, processor, plan=plan, teacher_processor=t_processor)
     m = result.metrics
+    if not m:  # not the main process of an `accelerate launch`: process 0 writes and reports
+        return
     print(f"recovered on {m['examples']} of {m['of_examples']} examples in {m['steps']} steps "
           f"({m['train_seconds']} s, {m['trainable_params']:,} trainable parameters"
           f"{', resumed' if m['resumed'] else ''}); answer CE {m['train_ce_before']:.4f} -> {m['train_ce_after']:.4f}")
@@ -245,7 +266,10 @@ def cmd_sweep(args) -> None:
     reports = Path(args.out) if args.out else R.REPORTS
     runs = reports / "runs"
     cells = S.select(S.load_config(args.config), args.only)
-    result = S.sweep(cells, jobs=args.jobs, force=args.force, runs=runs)
+    slurm = {"slurm_partition": args.slurm_partition, "gpus_per_node": args.slurm_gpus,
+             "cpus_per_task": args.slurm_cpus, "mem_gb": args.slurm_mem_gb, "timeout_min": args.slurm_time}
+    executor = S.make_executor(args.executor, runs, args.jobs, **{k: v for k, v in slurm.items() if v is not None})
+    result = S.sweep(cells, jobs=args.jobs, force=args.force, runs=runs, executor=executor)
     table = S.aggregate(runs)
     print(f"{len(table)} finished runs aggregated in {runs / 'results.csv'}")
     if args.no_report:
@@ -275,6 +299,7 @@ def cmd_report(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .models import PRESETS
+    from .sweep import EXECUTORS
 
     p = argparse.ArgumentParser(prog="studylib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -305,6 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=int, default=500, help="items per benchmark")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--cache", default=None)
+    e.add_argument("--real", default=None, metavar="NAME[=SOURCE],...",
+                   help="real benchmarks instead: gqa, pope, scienceqa-img, mme, textvqa, mmmu, each from a local "
+                        "folder or hub id (default: its lmms-lab dataset), e.g. pope=/data/POPE,mme")
+    e.add_argument("--limit", type=int, default=None, metavar="N", help="a seeded subset of N items per real benchmark")
+    e.add_argument("--device", default="cpu", help="cpu or cuda")
+    e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    e.add_argument("--trust-remote-code", action="store_true",
+                   help="allow a checkpoint that ships its own modeling code (e.g. Bunny): it runs that code")
     e.add_argument("--out", required=True)
     e.set_defaults(func=cmd_evaluate)
     pr = sub.add_parser("prune", help="prune the language model of a checkpoint (layerwise or widthwise)",
@@ -331,6 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--n-train", type=int, default=20000, metavar="N",
                     help="size of the instruction mix the calibration samples are drawn from (the teacher's)")
     pr.add_argument("--cache", default=None, metavar="DIR", help="data cache folder")
+    pr.add_argument("--data", default=None, metavar="FILE.json",
+                    help="draw calibration samples from LLaVA-format data (a real model's instruction mix)")
+    pr.add_argument("--image-folder", default=None, metavar="DIR", help="images of --data (default: its folder)")
+    pr.add_argument("--device", default="cpu", help="cpu or cuda")
+    pr.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    pr.add_argument("--trust-remote-code", action="store_true",
+                    help="allow a checkpoint that ships its own modeling code (e.g. Bunny): it runs that code")
     pr.set_defaults(func=cmd_prune)
 
     from .efficiency import add_bench_parser
@@ -367,6 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--n-train", type=int, default=d0.n_train, help="size of the instruction mix (the teacher's)")
     rc.add_argument("--data-seed", type=int, default=0, help="seed of the instruction mix (the teacher's)")
     rc.add_argument("--cache", default=None, metavar="DIR", help="data cache folder")
+    rc.add_argument("--data", default=None, metavar="FILE.json",
+                    help="LLaVA-format training data (JSON/JSONL, e.g. llava_v1_5_mix665k.json) instead of the "
+                         "embedded mix; --data-fraction is then taken of it")
+    rc.add_argument("--image-folder", default=None, metavar="DIR", help="images of --data (default: its folder)")
+    rc.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (GPUs only)")
+    rc.add_argument("--grad-accum", type=int, default=d0.grad_accum, metavar="N", help="gradient accumulation steps")
+    rc.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for activation memory")
+    rc.add_argument("--trust-remote-code", action="store_true",
+                    help="allow a --teacher whose checkpoint ships its own modeling code (e.g. Bunny)")
     rc.add_argument("--out", required=True, metavar="DIR")
     rc.set_defaults(func=cmd_recover)
 
@@ -385,6 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--no-report", action="store_true", help="do not render the report at the end")
         s.add_argument("--out", default=None, metavar="DIR",
                        help="report folder; run records go to DIR/runs (default: reports/)")
+        s.add_argument("--executor", default="local", choices=EXECUTORS,
+                       help="local subprocesses (default), SLURM jobs through submitit, or submitit's local executor")
+        s.add_argument("--slurm-partition", default=None, metavar="NAME")
+        s.add_argument("--slurm-gpus", type=int, default=None, metavar="N", help="GPUs per job")
+        s.add_argument("--slurm-cpus", type=int, default=None, metavar="N", help="CPUs per job")
+        s.add_argument("--slurm-mem-gb", type=int, default=None, metavar="GB")
+        s.add_argument("--slurm-time", type=int, default=None, metavar="MIN", help="time limit per job (minutes)")
         s.set_defaults(func=cmd_sweep)
 
     r = sub.add_parser("report", help="render the report pages from the run records under reports/runs")

@@ -499,8 +499,19 @@ def save_llava_json(ds, out_dir: str | Path) -> Path:
 # From records to model inputs (LLaVA-1.5 prompt: "USER: <image>\n{question} ASSISTANT: {answer}</s>")
 
 
-def prompt_text(human: str) -> str:
-    return f"USER: {human} ASSISTANT:"
+LLAVA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+                "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+
+
+def system_prompt(processor) -> str:
+    """The system sentence that starts a conversation: Bunny's (its chat template carries it), else none
+    (the embedded models, and llava-hf's LLaVA-1.5 template, which has no default system prompt)."""
+    return LLAVA_SYSTEM if LLAVA_SYSTEM in (getattr(processor, "chat_template", None) or "") else ""
+
+
+def prompt_text(human: str, system: str = "") -> str:
+    """First-turn prompt: "[system ]USER: <image>\n{question} ASSISTANT:" (LLaVA-1.5 / Bunny format)."""
+    return f"{system} USER: {human} ASSISTANT:" if system else f"USER: {human} ASSISTANT:"
 
 
 def encode(example: dict, processor, n_image_tokens: int) -> dict:
@@ -513,8 +524,9 @@ def encode(example: dict, processor, n_image_tokens: int) -> dict:
     ids: list[int] = []
     labels: list[int] = []
     conv = example["conversations"]
-    for human, gpt in zip(conv[0::2], conv[1::2]):
-        prompt = prompt_text(human["value"]).replace("<image>", "<image>" * n_image_tokens)
+    system = system_prompt(processor)
+    for turn, (human, gpt) in enumerate(zip(conv[0::2], conv[1::2])):
+        prompt = prompt_text(human["value"], system if turn == 0 else "").replace("<image>", "<image>" * n_image_tokens)
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
         a_ids = tok(" " + gpt["value"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         ids += p_ids + a_ids
@@ -522,11 +534,15 @@ def encode(example: dict, processor, n_image_tokens: int) -> dict:
     return {"input_ids": ids, "labels": labels}
 
 
-def tokenize_dataset(ds, processor, max_length: int = 256):
-    """Add `input_ids` and `labels` columns (images stay as images; the collator normalises them)."""
+def tokenize_dataset(ds, processor, max_length: int | None = None):
+    """Add `input_ids` and `labels` columns (images stay as images; the collator normalises them).
+
+    max_length: token limit per example; None = 240 text tokens + the image tokens (256 for the embedded
+    models' 16; 816 for LLaVA-1.5's 576, 969 for Bunny's 729)."""
     from .models import num_image_tokens
 
     n = num_image_tokens(processor)
+    max_length = max_length or 240 + n
     out = ds.map(lambda ex: encode(ex, processor, n), desc="tokenize")
     too_long = [i for i, ids in zip(out["id"], out["input_ids"]) if len(ids) > max_length]
     if too_long:

@@ -60,15 +60,16 @@ def generate_answers(model, processor, ds, batch_size: int = 64, max_new_tokens:
     """
     tok = processor.tokenizer
     tok.padding_side = "left"
+    system = D.system_prompt(processor)
     model.eval()
     answers: list[str] = []
     for start in tqdm(range(0, len(ds), batch_size), desc="generate", disable=not progress, leave=False):
         batch = ds[start:start + batch_size]
-        prompts = [D.prompt_text(c[0]["value"]) for c in batch["conversations"]]
+        prompts = [D.prompt_text(c[0]["value"], system) for c in batch["conversations"]]
         images = [im.convert("RGB") for im in batch["image"] if im is not None]
         if blank_images:
             images = [im.point(lambda _: 0) for im in images]
-        inputs = processor(text=prompts, images=images or None, padding=True, return_tensors="pt")
+        inputs = processor(text=prompts, images=images or None, padding=True, return_tensors="pt").to(model.device)
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         answers += tok.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
@@ -102,16 +103,24 @@ def load_benchmarks(names: list[str] | None = None, n: int = 500, seed: int = 0,
 def evaluate(model, processor, benchmarks: dict, model_name: str = "model", batch_size: int = 64,
              blank_images: bool = False, progress: bool = True) -> pd.DataFrame:
     """Tidy table with one row per (model, benchmark, metric): columns model, benchmark, metric, score, n,
-    chance, seconds. `benchmarks` maps names to datasets (see `load_benchmarks`)."""
+    chance, seconds, primary. `benchmarks` maps names to datasets: the embedded ones (`load_benchmarks`) or
+    real ones (`benchmarks.load_real`, scored with their official metrics by `benchmarks.evaluate_real`)."""
+    from . import benchmarks as B
+
     rows = []
     for name, ds in benchmarks.items():
+        if B.is_real(ds):
+            rows += B.evaluate_real(model, processor, {name: ds}, model_name, min(batch_size, 16),
+                                    blank_images=blank_images, progress=progress).to_dict(orient="records")
+            continue
         t0 = time.perf_counter()
         preds = generate_answers(model, processor, ds, batch_size, blank_images=blank_images, progress=progress)
         secs = time.perf_counter() - t0
         chance = D.chance_level(ds)
         for metric, score in score_benchmark(name, preds, ds).items():
             rows.append({"model": model_name, "benchmark": name, "metric": metric, "score": score,
-                         "n": len(ds), "chance": chance if metric == "accuracy" else None, "seconds": secs})
+                         "n": len(ds), "chance": chance if metric == "accuracy" else None, "seconds": secs,
+                         "primary": metric == PRIMARY_METRIC[name]})
     return pd.DataFrame(rows)
 
 
@@ -137,9 +146,20 @@ def evaluate_cached(model, processor, benchmarks: dict, folder: str | Path, mode
 
 
 def primary(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, benchmark): the benchmark's primary metric."""
-    keep = table["metric"] == table["benchmark"].map(PRIMARY_METRIC)
+    """One row per (model, benchmark): the benchmark's primary metric (the `primary` column; tables cached
+    before it existed hold embedded benchmarks, whose primary metric is accuracy)."""
+    if "primary" in table.columns:
+        keep = table["primary"].fillna(False).astype(bool)
+    else:
+        keep = table["metric"] == table["benchmark"].map(PRIMARY_METRIC)
     return table[keep].reset_index(drop=True)
+
+
+def chance_level(name: str, ds) -> float:
+    """The primary score of a blind guesser on benchmark `name` (embedded or real)."""
+    from . import benchmarks as B
+
+    return B.chance_level(name, ds) if B.is_real(ds) else D.chance_level(ds)
 
 
 def relative_scores(table: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
@@ -163,11 +183,14 @@ def avg_percent(table: pd.DataFrame, reference: pd.DataFrame, benchmarks: list[s
 
 
 def summary(table: pd.DataFrame) -> dict[str, float]:
-    """Primary score per benchmark and the mean over image benchmarks."""
-    p = primary(table).set_index("benchmark")["score"]
+    """Primary score per benchmark and, for the embedded suite, the mean accuracy over its image benchmarks
+    (real benchmarks mix units, e.g. MME points, so they get no mean)."""
+    prim = primary(table)
+    p = prim.set_index("benchmark")["score"]
     out = {b: float(s) for b, s in p.items()}
+    embedded = (prim["metric"] == prim["benchmark"].map(PRIMARY_METRIC)).all() and set(out) <= set(D.BENCHMARKS)
     img = [out[b] for b in D.IMAGE_BENCHMARKS if b in out]
-    if img:
+    if img and embedded:
         out["image_mean"] = sum(img) / len(img)
     return out
 

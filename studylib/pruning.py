@@ -235,6 +235,7 @@ def calibration_batches(
     *,
     n_train: int = DEFAULT_N_TRAIN,
     max_length: int | None = None,
+    data=None,
 ) -> list[dict]:
     """`n` calibration samples from the instruction data, as model-input batches.
 
@@ -243,16 +244,18 @@ def calibration_batches(
     random training samples. Each batch is a dict with input_ids, attention_mask, labels (-100 on the
     prompt, image and pad tokens: the loss is the answer-token loss) and pixel_values (when the batch has
     images). Deterministic in (n, seed, n_train, batch_size). max_length: the token limit of
-    `data.tokenize_dataset` (None: its default, the one the teacher was trained with).
+    `data.tokenize_dataset` (None: its default, the one the teacher was trained with). `data`: a LLaVA-format
+    Dataset to draw from instead (a real model's instruction data, e.g. `data.load_llava_json`).
     """
     import numpy as np
 
     from . import data as D
 
-    _check_count("n_train", n_train, 1)
-    _check_count("n (calibration samples)", n, 1, n_train)
+    if data is None:
+        _check_count("n_train", n_train, 1)
+    _check_count("n (calibration samples)", n, 1, n_train if data is None else len(data))
     _check_count("batch_size", batch_size, 1)
-    ds = D.build_dataset("train", n_train, seed, cache_dir)
+    ds = D.build_dataset("train", n_train, seed, cache_dir) if data is None else data
     picked = np.random.default_rng([seed, 7919]).choice(len(ds), size=n, replace=False)
     subset = ds.select(sorted(int(i) for i in picked))
     limit = {} if max_length is None else {"max_length": max_length}

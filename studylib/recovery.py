@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import time
@@ -74,6 +75,13 @@ class RecoveryConfig:
     seed: int = 0
     save_steps: int = 50  # Trainer checkpoint every N steps (resume); 0: none
     threads: int = 0  # 0: leave torch's default
+    # Scale (real models on GPUs; defaults are the CPU study's and stay out of the cache key, see recovery_dir)
+    bf16: bool = False  # bfloat16 autocast (GPUs only: ~28x slower than fp32 on this CPU)
+    grad_accum: int = 1  # gradient accumulation steps: effective batch = batch_size x grad_accum x processes
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (memory for time)
+
+
+SCALE_DEFAULTS = {"bf16": False, "grad_accum": 1, "gradient_checkpointing": False}
 
 
 @dataclass
@@ -105,7 +113,7 @@ def check_config(cfg: RecoveryConfig) -> None:
     for name in ("epochs", "lr"):
         if not getattr(cfg, name) > 0:
             raise ValueError(f"{name}={getattr(cfg, name)} must be > 0")
-    for name in ("batch_size", "lora_rank", "n_train"):
+    for name in ("batch_size", "lora_rank", "n_train", "grad_accum"):
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}={v!r} must be an integer >= 1")
@@ -442,6 +450,7 @@ def recover(student, teacher, data, cfg: RecoveryConfig, out_dir: str | Path, pr
     to `out_dir`; Trainer checkpoints go to `out_dir/_trainer` and an interrupted run resumes from the last.
     Every check runs before training; the student is modified in place (LoRA: a merged copy is saved).
     """
+    from accelerate import PartialState
     from transformers import set_seed
 
     from .teacher import training_args
@@ -457,13 +466,21 @@ def recover(student, teacher, data, cfg: RecoveryConfig, out_dir: str | Path, pr
     t0 = time.time()
     set_seed(cfg.seed)
     tds = D.tokenize_dataset(data.select(idx), processor)
-    steps = max(1, math.ceil(cfg.epochs * len(tds) / cfg.batch_size))
+    # > 1 under `accelerate launch --num_processes N` (GPUs) or torchrun (CPU processes over gloo)
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    processes = PartialState(cpu=cpu).num_processes
+    per_step = cfg.batch_size * cfg.grad_accum * processes  # examples per optimizer step, all processes
+    steps = max(1, math.ceil(cfg.epochs * len(tds) / per_step))
+    args = training_args(out_dir / "_trainer", steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                         warmup_ratio=cfg.warmup_ratio, save_steps=cfg.save_steps if cfg.save_steps < steps else 0,
+                         bf16=cfg.bf16, gradient_accumulation_steps=cfg.grad_accum, use_cpu=cpu,
+                         gradient_checkpointing=cfg.gradient_checkpointing)
+    sharded = _check_parallel_setup(args, cfg)
     ce_before = mean_ce(student, processor, tds)
+    params = M.param_breakdown(student)  # recovery changes weights, not shapes (LoRA is merged)
     model = prepare_student(student, cfg)
     n_trainable = trainable_parameters(model)
     model.train()
-    args = training_args(out_dir / "_trainer", steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                         warmup_ratio=cfg.warmup_ratio, save_steps=cfg.save_steps if cfg.save_steps < steps else 0)
     trainer = _make_trainer_class()(model=model, args=args, train_dataset=tds, data_collator=D.Collator(processor),
                                     teacher=teacher if uses_teacher(cfg.loss) else None, cfg=cfg, pairs=pairs)
     resume = any((out_dir / "_trainer").glob("checkpoint-*"))
@@ -474,15 +491,22 @@ def recover(student, teacher, data, cfg: RecoveryConfig, out_dir: str | Path, pr
         if hasattr(trainer, "t_capture"):
             trainer.t_capture.remove()
     t_train = time.time() - t0
-    final = model.merge_and_unload() if cfg.train == "lora" else model
-    final.eval()
-    ce_after = mean_ce(final, processor, tds)
+    trainer.accelerator.wait_for_everyone()
+    if sharded:  # FSDP / ZeRO-3: every process takes part in gathering the whole weights; process 0 writes
+        trainer.save_model(str(out_dir))
+    if not trainer.is_world_process_zero():
+        return RecoveryResult(out_dir, {}, [])
+    ce_after = float("nan")  # not measured when the weights are sharded: evaluate the saved checkpoint
+    if not sharded:  # single process, DDP, ZeRO-1/2: process 0 holds whole weights
+        final = model.merge_and_unload() if cfg.train == "lora" else model
+        final = trainer.accelerator.unwrap_model(final).eval()
+        ce_after = mean_ce(final, processor, tds)
+        final.save_pretrained(out_dir)
     log = [row for row in trainer.state.log_history if "loss" in row]
     metrics = {"config": asdict(cfg), "examples": len(tds), "of_examples": len(data), "steps": steps,
-               "resumed": resume, "trainable_params": n_trainable, "params": M.param_breakdown(final),
+               "processes": args.world_size, "resumed": resume, "trainable_params": n_trainable, "params": params,
                "layer_pairs": pairs, "train_seconds": round(t_train, 1), "train_ce_before": round(ce_before, 5),
                "train_ce_after": round(ce_after, 5)}
-    final.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     if plan is not None:
         plan.save(out_dir / "pruning_plan.json")
@@ -492,12 +516,29 @@ def recover(student, teacher, data, cfg: RecoveryConfig, out_dir: str | Path, pr
     return RecoveryResult(out_dir, metrics, log)
 
 
+def _check_parallel_setup(args, cfg: RecoveryConfig) -> bool:
+    """True when the weights are sharded across processes (FSDP or DeepSpeed ZeRO-3). Sharded training
+    saves through `Trainer.save_model` (which gathers the whole weights); LoRA is then refused, because its
+    merge needs whole base weights on one process: use DDP or ZeRO-2 for LoRA (configs/accelerate/)."""
+    ds = args.hf_deepspeed_config.config if getattr(args, "hf_deepspeed_config", None) else {}
+    stage = (ds.get("zero_optimization") or {}).get("stage", 0)
+    sharded = bool(args.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or stage == 3
+    if sharded and cfg.train == "lora":
+        raise ValueError("train='lora' merges the adapter on process 0, which needs whole weights: launch with "
+                         "configs/accelerate/ddp.yaml or deepspeed_zero2.yaml (FSDP / ZeRO-3 shard them); "
+                         "use FSDP / ZeRO-3 for train='full'")
+    if cfg.bf16 and not torch.cuda.is_available():
+        raise ValueError("bf16=True needs a GPU (bfloat16 on this CPU is ~28x slower than fp32); leave it off")
+    return sharded
+
+
 def recovery_dir(root: str | Path, teacher_dir: str | Path, plan: PruningPlan | None, cfg: RecoveryConfig) -> Path:
     """`root/recovered-<paradigm>-<criterion>-<ratio %>-<train>-<loss>-<hash>`; the hash covers the teacher
     folder, the pruning plan and every recovery setting, so a changed input never reuses an old result."""
     import hashlib
 
-    key = json.dumps({"teacher": str(teacher_dir), "plan": plan.to_dict() if plan else None, "cfg": asdict(cfg),
+    settings = {k: v for k, v in asdict(cfg).items() if k not in SCALE_DEFAULTS or v != SCALE_DEFAULTS[k]}
+    key = json.dumps({"teacher": str(teacher_dir), "plan": plan.to_dict() if plan else None, "cfg": settings,
                       "data": D.GENERATOR_VERSION}, sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     what = f"{plan.paradigm}-{plan.criterion}-{round(100 * plan.lm_ratio)}" if plan else "unpruned"

@@ -8,8 +8,8 @@ A config file (configs/*.yaml) lists cells:
       - notebook: 03_recovery
         after: [00_teacher]                         # runs once every 00_teacher cell has finished
         parameters: {data_fraction: 0.05}
-        grid:                                       # cartesian product; a dict element sets several parameters
-          paradigm: [layerwise, widthwise]
+        grid:                                       # cartesian product; a dict element sets several
+          paradigm: [layerwise, widthwise]          # parameters (its optional `label` names it in run ids)
           recipe: [{train: projector, loss: ce}, {train: lora, loss: ce+hidden}]
 
 Each expanded cell gets a run id `<notebook>-<readable parameters>-<hash>`; the hash covers the notebook's
@@ -23,6 +23,10 @@ does not stop the others (cells that come after it are skipped); the sweep then 
 Cells run in subprocesses (`python -m papermill`), `--jobs` at a time, with the CPU threads split
 between them (OMP_NUM_THREADS). This is written here because papermill runs one notebook and no library
 of the stack schedules a small dependency graph of notebooks with result caching.
+
+On a cluster, `--executor slurm` hands each cell to SLURM through submitit (one job per cell, submitted
+when the cells it comes after have finished; the driver stays on the login node and only waits). Runs and
+records are the same files, so a sweep can be resumed locally or on the cluster alike.
 """
 
 from __future__ import annotations
@@ -52,18 +56,15 @@ class Cell:
     parameters: dict
     after: list[str] = field(default_factory=list)  # run ids this cell waits for
     run_id: str = ""
+    path: str = ""  # the notebook file (absolute), so that a job on another process or node finds it
 
 
 # ----------------------------------------------------------------------------------------------
 # Expanding a config
 
 
-def _readable(params: dict, varying: list[str]) -> str:
-    parts = []
-    for k in varying:
-        v = params.get(k)
-        parts.append(f"{v:g}" if isinstance(v, float) else str(v))
-    text = "-".join(p for p in parts if p)
+def _readable(parts: list) -> str:
+    text = "-".join(f"{v:g}" if isinstance(v, float) else str(v) for v in parts if v not in (None, ""))
     return "".join(c if c.isalnum() or c in ".+" else "_" for c in text.replace("-", "_")).strip("_")[:60]
 
 
@@ -79,21 +80,24 @@ def _notebook_hash(name: str) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:10]
 
 
-def _grid(grid: dict) -> list[tuple[dict, list[str]]]:
-    """Cartesian product of the grid; dict elements set several parameters at once."""
+def _grid(grid: dict) -> list[tuple[dict, list]]:
+    """Cartesian product of the grid, as (parameters, readable parts). A dict element sets several
+    parameters at once; its `label` (if any) names it in run ids instead of its values."""
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
         raise ValueError(f"grid must map parameter names to non-empty lists, got {grid!r}")
     combos = []
     for values in itertools.product(*grid.values()):
-        params, varying = {}, []
+        params, parts = {}, []
         for key, value in zip(grid, values):
             if isinstance(value, dict):
+                value = dict(value)
+                label = value.pop("label", None)
                 params.update(value)
-                varying += list(value)
+                parts += [label] if label else list(value.values())
             else:
                 params[key] = value
-                varying.append(key)
-        combos.append((params, varying))
+                parts.append(value)
+        combos.append((params, parts))
     return combos
 
 
@@ -118,12 +122,12 @@ def expand(config: dict, source: str = "config") -> list[Cell]:
         if missing:
             raise ValueError(f"{source}: cell {i} ({name}) comes after {missing}, which no earlier cell runs")
         after = [rid for a in after_names for rid in by_notebook[a]]
-        for params, varying in _grid(entry["grid"]) if entry.get("grid") else [({}, [])]:
+        for params, parts in _grid(entry["grid"]) if entry.get("grid") else [({}, [])]:
             full = {**defaults, **(entry.get("parameters") or {}), **params}
             digest = _hash({"notebook": nb_hash, "parameters": full, "after": after})
-            readable = _readable(full, varying)
+            readable = _readable(parts)
             run_id = f"{name}-{readable}-{digest}" if readable else f"{name}-{digest}"
-            cells.append(Cell(name, full, after, run_id))
+            cells.append(Cell(name, full, after, run_id, str((NOTEBOOKS / f"{name}.ipynb").resolve())))
             by_notebook.setdefault(name, []).append(run_id)
     ids = [c.run_id for c in cells]
     if len(set(ids)) != len(ids):
@@ -198,8 +202,9 @@ def run_cell(cell: Cell, runs: Path = RUNS, threads: int | None = None) -> dict:
     if threads:
         env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", "papermill", str(NOTEBOOKS / f"{cell.notebook}.ipynb"),
-                           str(partial_nb), "-f", str(params_file), "-k", "python3", "--cwd", str(NOTEBOOKS),
+    notebook = Path(cell.path) if cell.path else NOTEBOOKS / f"{cell.notebook}.ipynb"
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(notebook),
+                           str(partial_nb), "-f", str(params_file), "-k", "python3", "--cwd", str(notebook.parent),
                            "--no-progress-bar"], env=env, capture_output=True, text=True)
     seconds = round(time.time() - t0, 1)
     params_file.unlink(missing_ok=True)
@@ -238,13 +243,46 @@ def select(cells: list[Cell], only: str | None) -> list[Cell]:
     return [c for c in cells if c.run_id in chosen]
 
 
-def sweep(cells: list[Cell], jobs: int = 1, force: bool = False, runs: Path = RUNS, log=print) -> dict:
+EXECUTORS = ("local", "slurm", "submitit-local")
+
+
+def make_executor(kind: str, runs: Path = RUNS, jobs: int = 1, **slurm):
+    """None for "local" (a thread pool in `sweep`); otherwise a submitit executor writing its job files
+    under `runs/.submitit`. `slurm` holds submitit parameters, e.g. slurm_partition="gpu", gpus_per_node=1,
+    timeout_min=240, cpus_per_task=8, mem_gb=64 ("submitit-local" runs jobs as local processes: the tests).
+
+    submitit ships each job as a pickle that this same sweep writes into `runs/.submitit` and its own job
+    reads back; no pickle from anywhere else is ever loaded."""
+    if kind not in EXECUTORS:
+        raise ValueError(f"executor={kind!r} is not valid; allowed: {', '.join(EXECUTORS)}")
+    if kind == "local":
+        if slurm:
+            raise ValueError(f"slurm options {sorted(slurm)} need --executor slurm")
+        return None
+    try:
+        import submitit
+    except ImportError:
+        raise ImportError("--executor slurm needs submitit: pip install -e '.[slurm]'") from None
+    folder = runs / ".submitit" / "%j"
+    if kind == "slurm":
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        ex.update_parameters(name="studylib-sweep", slurm_array_parallelism=jobs,
+                             **{k: v for k, v in slurm.items() if v is not None})
+    else:
+        ex = submitit.LocalExecutor(folder=folder)
+        ex.update_parameters(timeout_min=int(slurm.get("timeout_min") or 60))
+    return ex
+
+
+def sweep(cells: list[Cell], jobs: int = 1, force: bool = False, runs: Path = RUNS, log=print,
+          executor=None, poll_seconds: float = 2.0) -> dict:
     """Run the cells that have no result yet, respecting `after`, `jobs` at a time.
 
-    Returns {"done": [...], "skipped": [...], "failed": [...], "blocked": [...]} (run ids)."""
+    `executor`: None runs cells in local subprocesses; a submitit executor (see `make_executor`) submits
+    each cell as a job and polls it. Returns {"done", "skipped", "failed", "blocked"}: lists of run ids."""
     if jobs < 1:
         raise ValueError(f"--jobs {jobs} must be >= 1")
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, (os.cpu_count() or 1) // jobs) if executor is None else None  # a cluster job uses its node
     status: dict[str, str] = {}
     for c in cells:
         if force:
@@ -257,6 +295,7 @@ def sweep(cells: list[Cell], jobs: int = 1, force: bool = False, runs: Path = RU
         f"{threads} threads each)")
     running = {}
     with ThreadPoolExecutor(max_workers=jobs) as pool:
+        submit = pool.submit if executor is None else executor.submit
         while pending or running:
             for c in list(pending):
                 states = [status.get(d) if d in in_sweep else ("skipped" if is_done(d, runs) else "missing")
@@ -268,18 +307,35 @@ def sweep(cells: list[Cell], jobs: int = 1, force: bool = False, runs: Path = RU
                 elif all(s in ("done", "skipped") for s in states) and len(running) < jobs:
                     pending.remove(c)
                     log(f"  start    {c.run_id}")
-                    running[pool.submit(run_cell, c, runs, threads)] = c
+                    running[submit(run_cell, c, runs, threads)] = c
             if not running:
                 continue
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            if executor is None:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            else:  # submitit jobs: poll
+                while not (finished := [j for j in running if j.done()]):
+                    time.sleep(poll_seconds)
             for fut in finished:
                 c = running.pop(fut)
-                rec = fut.result()
+                rec = _job_result(fut, c, runs)
                 status[c.run_id] = "done" if rec["status"] == "ok" else "failed"
                 tail = "" if rec["status"] == "ok" else f": {rec['error']}"
                 log(f"  {status[c.run_id]:<8} {c.run_id} ({rec['seconds']} s){tail}")
     summary = {k: [r for r, s in status.items() if s == k] for k in ("done", "skipped", "failed", "blocked")}
     return summary
+
+
+def _job_result(job, cell: Cell, runs: Path) -> dict:
+    """The record a finished cell returned; a job that died (e.g. killed by SLURM) becomes a failed record."""
+    try:
+        return job.result()
+    except Exception as e:  # noqa: BLE001 - any job failure is recorded, the sweep goes on
+        record = {"run_id": cell.run_id, "notebook": cell.notebook, "parameters": cell.parameters,
+                  "after": cell.after, "seconds": 0.0, "status": "failed",
+                  "error": f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"[:500],
+                  "partial_notebook": str(runs / f".{cell.run_id}.partial.ipynb")}
+        _atomic_write(runs / f"{cell.run_id}.failed.json", json.dumps(record, indent=1))
+        return record
 
 
 def collect(runs: Path = RUNS) -> list[dict]:

@@ -64,3 +64,29 @@ def test_notebook_executes_with_smoke_parameters(nb, tmp_path, cache_dir):
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["notebook"] == nb.stem
+
+
+@pytest.mark.parametrize("name", ["01_layerwise", "03_recovery"])
+def test_notebooks_run_on_a_checkpoint_real_benchmarks_and_llava_json(name, tmp_path, cache_dir, tiny_teacher):
+    """The real-model path (configs/paper.yaml) on stand-ins: `teacher_dir` names a checkpoint folder instead of
+    training one, `real_benchmarks` reads lmms-lab-schema folders, `train_json` is mix-665k-style data."""
+    import papermill as pm
+    from test_benchmarks import write_fixtures  # the lmms-lab fixture writers
+    from test_scale import mix665k_fixture
+
+    fx = write_fixtures(tmp_path / "real")
+    (tmp_path / "mix").mkdir()
+    data = mix665k_fixture(tmp_path / "mix", n=40)
+    common = dict(teacher_dir=str(tiny_teacher), n_bench=0, train_json=str(data), checkpoint_root=str(tmp_path / "ckpt"),
+                  real_benchmarks=f"pope={fx['hub']['pope']},mme={fx['disk']['mme']},scienceqa-img={fx['hub']['scienceqa-img']}",
+                  cache_dir=str(cache_dir), metrics_path=str(tmp_path / "metrics.json"), check_quality=False)
+    extra = (dict(criteria=["bi", "random"], ratios=[0.3], calib_samples=8) if name == "01_layerwise" else
+             dict(ratio=0.5, calib_samples=8, train="lora", loss="ce+kl", data_fraction=16, recovery_batch_size=8))
+    pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
+                        parameters={**common, **extra}, kernel_name="python3", cwd=str(ROOT / "notebooks"))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["teacher_dir"] == str(tiny_teacher)
+    assert set(metrics["teacher_scores"]) == {"pope", "mme", "scienceqa-img"}, "scored on the real benchmarks only"
+    assert 0 <= metrics["teacher_scores"]["mme"] <= 400, "MME perception in points (existence + OCR here)"
+    if name == "03_recovery":
+        assert metrics["recovery"]["examples"] == 16 and metrics["recovery"]["of_examples"] == 40

@@ -136,6 +136,30 @@ def test_sweep_runs_caches_and_reruns_nothing(fake):
     assert forced["done"] == [cells[0].run_id]
 
 
+def test_submitit_executor_runs_cells_as_jobs_in_order(fake):
+    """`--executor slurm` goes through submitit; its local executor runs the same jobs as local processes."""
+    pytest.importorskip("submitit")
+    runs = fake / "runs"
+    cells = S.expand(config({"notebook": "fake", "parameters": {"x": 3}},
+                            {"notebook": "fake2", "after": ["fake"], "parameters": {"x": 2}},
+                            {"notebook": "fake2", "parameters": {"x": 9, "fail": True}}))
+    executor = S.make_executor("submitit-local", runs, jobs=2, timeout_min=5)
+    result = S.sweep(cells, jobs=2, runs=runs, log=lambda *_: None, executor=executor, poll_seconds=0.2)
+    assert sorted(result["done"]) == sorted(c.run_id for c in cells[:2]) and result["failed"] == [cells[2].run_id]
+    recs = {r["run_id"]: r for r in S.collect(runs)}
+    assert [recs[c.run_id]["metrics"]["y"] for c in cells[:2]] == [6, 4]
+    assert recs[cells[1].run_id]["finished"] >= recs[cells[0].run_id]["finished"], "fake2 ran after fake"
+    assert "failed on purpose" in json.loads((runs / f"{cells[2].run_id}.failed.json").read_text())["error"]
+    assert S.sweep(cells[:2], runs=runs, log=lambda *_: None, executor=executor)["skipped"] == result["done"]
+
+
+def test_executor_choice_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="allowed: local, slurm, submitit-local"):
+        S.make_executor("pbs", tmp_path)
+    with pytest.raises(ValueError, match="need --executor slurm"):
+        S.make_executor("local", tmp_path, slurm_partition="gpu")
+
+
 def test_a_failing_cell_is_recorded_and_blocks_only_what_depends_on_it(fake):
     runs = fake / "runs"
     cells = S.expand(config({"notebook": "fake", "grid": {"x": [1, 2], "fail": [False, True]}},

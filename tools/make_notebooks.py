@@ -186,21 +186,38 @@ def teacher_params() -> str:
     return "\n".join(lines) + "\n"
 
 
-TEACHER_PARAMS = teacher_params()
+# A real model instead of the embedded one (configs/paper.yaml): a hub id or folder as teacher_dir, the
+# real benchmarks (studylib.benchmarks) and LLaVA-format instruction data, on a GPU.
+REAL_PARAMS = """trust_remote_code = False  # True: allow a teacher_dir that ships its own code (Bunny); see README
+real_benchmarks = ""       # empty: the embedded suite; else "pope=lmms-lab/POPE,gqa=/data/gqa" (studylib.benchmarks)
+train_json = ""            # empty: the embedded mix; else LLaVA-format data, e.g. llava_v1_5_mix665k.json
+image_folder = ""          # images of train_json (empty: its folder)
+device = "cpu"             # cpu | cuda
+dtype = "float32"          # float32 | bfloat16 (GPUs only)
+"""
+TEACHER_PARAMS = teacher_params() + REAL_PARAMS
 
 LOAD_TEACHER = """
 import copy
 import numpy as np
-from studylib import data as D, evaluation as E, models as M, pruning as P, teacher as T
+import torch
+from studylib import benchmarks as B, data as D, evaluation as E, models as M, pruning as P, teacher as T
 cache = cache_dir or None
 if not teacher_dir:
     cfg = T.TeacherConfig(preset=preset, seed=seed, n_train=n_train, stage1_steps=stage1_steps,
                           max_steps=max_steps, batch_size=batch_size)
     teacher_dir = str(T.ensure_teacher(cfg, checkpoint_root or None, cache))
-model, processor = M.load(teacher_dir)
-benchmarks = E.load_benchmarks(n=n_bench, seed=seed, cache_dir=cache)
+model, processor = M.load(teacher_dir, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
+model.to(device)
+home = M.results_home(teacher_dir, checkpoint_root or T.default_checkpoint_root())  # caches about this model
+if real_benchmarks:
+    benchmarks = B.load_many(real_benchmarks, limit=n_bench or None, seed=seed, cache_dir=cache)
+else:
+    benchmarks = E.load_benchmarks(n=n_bench, seed=seed, cache_dir=cache)
+train_data = D.load_llava_json(train_json, image_folder or None) if train_json else \\
+    D.build_dataset("train", n_train, seed, cache)
 t0 = time.time()
-reference = E.evaluate_cached(model, processor, benchmarks, teacher_dir, model_name="teacher", progress=False)
+reference = E.evaluate_cached(model, processor, benchmarks, home, model_name="teacher", progress=False)
 teacher_eval_seconds = time.time() - t0
 teacher_scores = E.summary(reference)
 info = P.describe_lm(model)
@@ -209,7 +226,7 @@ lm_params, all_params = P.count_params(model)
 # AVG % divides by the teacher's score: a benchmark the teacher never answers right cannot be scored
 scored = [b for b in benchmarks if teacher_scores[b] > 0]
 excluded = sorted(set(benchmarks) - set(scored))
-chance = {b: D.chance_level(d) for b, d in benchmarks.items()}
+chance = {b: E.chance_level(b, d) for b, d in benchmarks.items()}
 chance_avg = float(np.mean([100 * chance[b] / teacher_scores[b] for b in scored])) if scored else float("nan")
 
 
@@ -275,7 +292,7 @@ so each profile is min-max normalised to $[0, 1]$; the blocks with the lowest va
 """),
     code("""
 all_criteria = list(dict.fromkeys([criterion, *criteria]))
-calib = P.calibration_batches(processor, calib_samples, seed, cache_dir=cache, n_train=n_train)
+calib = P.calibration_batches(processor, calib_samples, seed, cache_dir=cache, n_train=n_train, data=train_data)
 print(f"calibration: {calib_samples} samples, fingerprint {P.calibration_fingerprint(calib)}")
 scores, score_seconds = {}, {}
 for c in all_criteria:
@@ -309,7 +326,7 @@ def prune_and_evaluate(c, ratio):
         # identity check: the pruned model is exactly what the plan says
         assert pruned.config.text_config.num_hidden_layers == len(plan.kept_layers) == num_layers - len(removed)
         assert P.count_params(pruned) == (plan.lm_params_after, plan.model_params_after)
-        table = E.evaluate_cached(pruned, processor, benchmarks, os.path.join(teacher_dir, "pruned-evaluations"),
+        table = E.evaluate_cached(pruned, processor, benchmarks, os.path.join(home, "pruned-evaluations"),
                                   model_name=f"{c} {ratio:.0%}", key=json.dumps(plan.to_dict(), sort_keys=True),
                                   progress=False)
         results[c, ratio] = (plan, table, relative(table))
@@ -454,9 +471,11 @@ Shaded blocks are never pruned.
 """),
     code("""
 all_criteria = list(dict.fromkeys([criterion, *criteria]))
-calib = {"taylor": P.calibration_batches(processor, calib_samples, seed, cache_dir=cache, n_train=n_train)}
+calib = {"taylor": P.calibration_batches(processor, calib_samples, seed, cache_dir=cache, n_train=n_train,
+                                        data=train_data)}
 if {"activation", "wanda"} & set(all_criteria):
-    calib["forward"] = P.calibration_batches(processor, calib_samples_forward, seed, cache_dir=cache, n_train=n_train)
+    calib["forward"] = P.calibration_batches(processor, calib_samples_forward, seed, cache_dir=cache,
+                                             n_train=n_train, data=train_data)
 
 
 def calibration_for(c):
@@ -512,7 +531,7 @@ def prune_and_evaluate(c, ratio):
         blocks = P.describe_lm(pruned).blocks
         assert [[b.num_heads, b.num_kv_heads, b.intermediate_size] for b in blocks] == widths_after(plan)
         assert P.count_params(pruned) == (plan.lm_params_after, plan.model_params_after)
-        table = E.evaluate_cached(pruned, processor, benchmarks, os.path.join(teacher_dir, "pruned-evaluations"),
+        table = E.evaluate_cached(pruned, processor, benchmarks, os.path.join(home, "pruned-evaluations"),
                                   model_name=f"{c} {ratio:.0%}", key=json.dumps(plan.to_dict(), sort_keys=True),
                                   progress=False)
         results[c, ratio] = (plan, table, relative(table))
@@ -666,30 +685,30 @@ check_quality = True      # assert quality (off for the smoke run of the tiny pr
 PRUNE_ONCE = """
 from studylib import recovery as R
 n_calib = calib_samples or P.default_calib_samples(criterion)
-calib = P.calibration_batches(processor, n_calib, seed, cache_dir=cache, n_train=n_train) \\
+calib = P.calibration_batches(processor, n_calib, seed, cache_dir=cache, n_train=n_train, data=train_data) \\
     if P.needs_calibration(criterion) else []
 scores = P.compute_scores(model, paradigm, criterion, calib, seed=seed)
 plan = P.make_plan(model, scores, ratio)
 pruned = P.apply_plan(copy.deepcopy(model), plan)
-pruned_table = E.evaluate_cached(pruned, processor, benchmarks, os.path.join(teacher_dir, "pruned-evaluations"),
+pruned_table = E.evaluate_cached(pruned, processor, benchmarks, os.path.join(home, "pruned-evaluations"),
                                  model_name="pruned", key=json.dumps(plan.to_dict(), sort_keys=True), progress=False)
 pruned_avg = float(relative(pruned_table)["relative"].mean()) if scored else float("nan")
-train_data = D.build_dataset("train", n_train, seed, cache)
 recovered_root = Path(checkpoint_root or T.default_checkpoint_root()) / "recovered"
 
 
 def recovery_config(**changes):
     return R.RecoveryConfig(train=train, loss=loss, alpha=alpha, temperature=temperature, kl_positions=kl_positions,
-                            teacher_input=teacher_input, n_train=n_train, epochs=epochs, lr=lr,
+                            teacher_input=teacher_input, n_train=len(train_data), epochs=epochs, lr=lr,
                             batch_size=recovery_batch_size, lora_rank=lora_rank, lora_alpha=lora_alpha, seed=seed,
-                            **changes)
+                            bf16=dtype == "bfloat16", **changes)
 
 
 def recover_and_evaluate(cfg):
     \"\"\"Recover a copy of the pruned model (cached by inputs, resumes if interrupted) and evaluate it.\"\"\"
     out = R.recovery_dir(recovered_root, teacher_dir, plan, cfg)
     result = R.ensure_recovered(copy.deepcopy(pruned), model, train_data, cfg, out, processor, plan=plan)
-    recovered, _ = M.load(out)
+    recovered, _ = M.load(out, dtype=getattr(torch, dtype))
+    recovered.to(device)
     assert P.count_params(recovered) == P.count_params(pruned), "recovery keeps the pruned structure"
     table = E.evaluate_cached(recovered, processor, benchmarks, out, model_name=out.name, progress=False)
     return result, table, relative(table)
@@ -743,7 +762,7 @@ plt.show()
 before_after.pivot(index="benchmark", columns="model", values="relative").round(1)
 """),
     code("""
-assert m["examples"] == len(R.subset_indices(n_train, data_fraction, seed))
+assert m["examples"] == len(R.subset_indices(len(train_data), data_fraction, seed))
 assert m["steps"] == max(1, int(np.ceil(epochs * m["examples"] / recovery_batch_size)))
 assert not (result.out_dir / "_trainer").exists(), "the resume checkpoints are removed when a run finishes"
 assert all(np.isfinite(log["loss"])), "finite losses"
@@ -811,9 +830,9 @@ if scored:  # AVG % is undefined only for an untrained smoke-test teacher
 curve
 """),
     code("""
-subsets = [set(R.subset_indices(n_train, f, seed)) for f in sorted(fractions)]
+subsets = [set(R.subset_indices(len(train_data), f, seed)) for f in sorted(fractions)]
 assert all(a <= b for a, b in zip(subsets, subsets[1:])), "subsets are nested"
-assert list(curve["examples"]) == [len(R.subset_indices(n_train, f, seed)) for f in fractions]
+assert list(curve["examples"]) == [len(R.subset_indices(len(train_data), f, seed)) for f in fractions]
 if check_quality:
     best = curve["AVG %"].max()
     assert best > pruned_avg, f"recovery helps at some share of the data ({best:.1f} vs {pruned_avg:.1f})"
