@@ -263,7 +263,7 @@ def cmd_sweep(args) -> None:
     from . import report as R
     from . import sweep as S
 
-    reports = Path(args.out) if args.out else R.REPORTS
+    reports = Path(args.out).resolve() if args.out else R.REPORTS  # absolute: notebooks run in notebooks/
     runs = reports / "runs"
     cells = S.select(S.load_config(args.config), args.only)
     slurm = {"slurm_partition": args.slurm_partition, "gpus_per_node": args.slurm_gpus,
@@ -293,7 +293,7 @@ def cmd_sweep(args) -> None:
 def cmd_report(args) -> None:
     from . import report as R
 
-    reports = Path(args.out) if args.out else R.REPORTS
+    reports = Path(args.out).resolve() if args.out else R.REPORTS
     print(f"report: {R.build_report(reports / 'runs', reports)}")
 
 
@@ -427,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("config", help="a grid file, e.g. configs/default.yaml, smoke.yaml, full.yaml, paper.yaml")
         else:
             s.add_argument("--config", default=default_config, help="default: configs/default.yaml")
-        s.add_argument("--jobs", type=int, default=1, help="cells run in parallel (CPU threads are split)")
+        s.add_argument("--jobs", type=int, default=1 if name == "sweep" else 2,
+                       help="cells run in parallel, CPU threads split between them (study: 2, one thread each)")
         s.add_argument("--only", default=None, metavar="PATTERN",
                        help="glob on run ids or notebook names (what they come after runs too)")
         s.add_argument("--force", action="store_true", help="rerun cells that already have a result")

@@ -748,6 +748,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=1, metavar="W", help="unrecorded rounds first (default 1)")
     b.add_argument("--threads", type=int, default=None, metavar="T", help="torch CPU threads (default: torch's)")
     b.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the benchmark items used as inputs")
+    b.add_argument("--trust-remote-code", action="store_true",
+                   help="allow a checkpoint that ships its own modeling code (e.g. Bunny, converted to LLaVA)")
     b.add_argument("--out", required=True, metavar="FILE.json")
     b.set_defaults(func=cmd_bench)
     return b
@@ -802,7 +804,7 @@ def cmd_bench(args) -> None:
         torch.set_num_threads(s.threads)
     loaded, processor = {}, None
     for path in s.models:
-        model, proc = M.load(path, dtype=s.dtype)
+        model, proc = M.load(path, dtype=s.dtype, trust_remote_code=getattr(args, "trust_remote_code", False))
         loaded[path] = model
         if processor is None:  # the baseline's processor makes the inputs of every model
             processor = proc

@@ -190,6 +190,7 @@ def run_cell(cell: Cell, runs: Path = RUNS, threads: int | None = None) -> dict:
     """Execute one cell with papermill in a subprocess; write `<run-id>.ipynb` then `<run-id>.json`."""
     import yaml
 
+    runs = Path(runs).resolve()  # the notebook runs in its own folder: every path it gets is absolute
     runs.mkdir(parents=True, exist_ok=True)
     partial_nb = runs / f".{cell.run_id}.partial.ipynb"
     partial_metrics = runs / f".{cell.run_id}.metrics.partial.json"

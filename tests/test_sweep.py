@@ -153,6 +153,16 @@ def test_submitit_executor_runs_cells_as_jobs_in_order(fake):
     assert S.sweep(cells[:2], runs=runs, log=lambda *_: None, executor=executor)["skipped"] == result["done"]
 
 
+def test_a_relative_runs_folder_works(fake, monkeypatch):
+    """`studylib sweep --out reports` (relative): the notebook runs in its own folder, so the paths it gets
+    must be absolute, or its metrics land elsewhere and the cell is wrongly recorded as failed."""
+    monkeypatch.chdir(fake)
+    cells = S.expand(config({"notebook": "fake", "parameters": {"x": 4}}))
+    result = S.sweep(cells, runs=Path("relative-runs"), log=lambda *_: None)
+    assert result["done"] == [cells[0].run_id], result
+    assert json.loads((fake / "relative-runs" / f"{cells[0].run_id}.json").read_text())["metrics"]["y"] == 8
+
+
 def test_executor_choice_is_checked(tmp_path):
     with pytest.raises(ValueError, match="allowed: local, slurm, submitit-local"):
         S.make_executor("pbs", tmp_path)
