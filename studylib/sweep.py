@@ -283,7 +283,7 @@ def sweep(cells: list[Cell], jobs: int = 1, force: bool = False, runs: Path = RU
     each cell as a job and polls it. Returns {"done", "skipped", "failed", "blocked"}: lists of run ids."""
     if jobs < 1:
         raise ValueError(f"--jobs {jobs} must be >= 1")
-    threads = max(1, (os.cpu_count() or 1) // jobs) if executor is None else None  # a cluster job uses its node
+    cores = os.cpu_count() or 1
     status: dict[str, str] = {}
     for c in cells:
         if force:
@@ -292,23 +292,29 @@ def sweep(cells: list[Cell], jobs: int = 1, force: bool = False, runs: Path = RU
             status[c.run_id] = "skipped"
     in_sweep = {c.run_id for c in cells}
     pending = [c for c in cells if c.run_id not in status]
-    log(f"{len(cells)} cells: {len(cells) - len(pending)} already done, {len(pending)} to run ({jobs} at a time, "
-        f"{threads} threads each)")
+    log(f"{len(cells)} cells: {len(cells) - len(pending)} already done, {len(pending)} to run ({jobs} at a time)")
     running = {}
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         submit = pool.submit if executor is None else executor.submit
         while pending or running:
+            def states(c):
+                return [status.get(d) if d in in_sweep else ("skipped" if is_done(d, runs) else "missing")
+                        for d in c.after]
+
             for c in list(pending):
-                states = [status.get(d) if d in in_sweep else ("skipped" if is_done(d, runs) else "missing")
-                          for d in c.after]
-                if any(s in ("failed", "blocked", "missing") for s in states):
+                if any(s in ("failed", "blocked", "missing") for s in states(c)):
                     status[c.run_id] = "blocked"
                     pending.remove(c)
                     log(f"  blocked  {c.run_id} (a cell it comes after failed or is missing)")
-                elif all(s in ("done", "skipped") for s in states) and len(running) < jobs:
-                    pending.remove(c)
-                    log(f"  start    {c.run_id}")
-                    running[submit(run_cell, c, runs, threads)] = c
+            ready = [c for c in pending if all(s in ("done", "skipped") for s in states(c))]
+            for c in ready[:jobs - len(running)]:
+                # the cores are split between the cells that run now and those ready to: a cell that runs
+                # alone (the teacher, first) gets them all; a cluster job uses its own node (threads=None)
+                sharing = min(jobs, len(running) + len(ready))
+                threads = max(1, cores // sharing) if executor is None else None
+                pending.remove(c)
+                log(f"  start    {c.run_id}" + (f" ({threads} threads)" if threads else ""))
+                running[submit(run_cell, c, runs, threads)] = c
             if not running:
                 continue
             if executor is None:

@@ -1,6 +1,7 @@
 """Real benchmarks (studylib.benchmarks): loaders on tiny fixtures written in the lmms-lab schemas (hub parquet
 layout and save_to_disk), prompts, official metrics against hand-computed values, errors, and evaluate_real."""
 
+import re
 import time
 
 import pytest
@@ -448,3 +449,21 @@ def test_load_many_parses_name_source_pairs(fx):
         B.parse_sources("pope=/x,vqav2=/y")
     with pytest.raises(ValueError, match="expected NAME"):
         B.parse_sources(" , ")
+
+
+def test_cli_evaluate_on_real_benchmarks_and_its_bad_input(fx, tiny_teacher, tmp_path, capsys):
+    import json
+
+    from studylib import cli
+
+    out = tmp_path / "eval.json"
+    assert cli.main(["evaluate", str(tiny_teacher), "--real", f"pope={fx['hub']['pope']},mme={fx['disk']['mme']}",
+                     "--cache", str(fx["cache"]), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["summary"]) == {"pope", "mme"}
+    for args, match in [(["--real", "vqav2=/x"], "valid real benchmarks are"),
+                        (["--real", "pope", "--benchmarks", "count"], "pass one of them"),
+                        (["--real", f"pope={fx['root'] / 'nowhere'}"], "nowhere")]:
+        assert cli.main(["evaluate", str(tiny_teacher), *args, "--out", str(tmp_path / "never.json")]) == 2
+        assert re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "never.json").exists()

@@ -29,12 +29,12 @@ sleep = 0.0
 metrics_path = "metrics.json"
 '''
 BODY = '''
-import json, time
+import json, os, time
 time.sleep(sleep)
 if fail:
     raise RuntimeError(f"cell failed on purpose (x={x})")
 with open(metrics_path, "w") as f:
-    json.dump({"notebook": "fake", "x": x, "y": 2 * x}, f)
+    json.dump({"notebook": "fake", "x": x, "y": 2 * x, "threads": os.environ.get("OMP_NUM_THREADS")}, f)
 '''
 
 
@@ -151,6 +151,17 @@ def test_submitit_executor_runs_cells_as_jobs_in_order(fake):
     assert recs[cells[1].run_id]["finished"] >= recs[cells[0].run_id]["finished"], "fake2 ran after fake"
     assert "failed on purpose" in json.loads((runs / f"{cells[2].run_id}.failed.json").read_text())["error"]
     assert S.sweep(cells[:2], runs=runs, log=lambda *_: None, executor=executor)["skipped"] == result["done"]
+
+
+def test_cores_are_split_between_the_cells_that_run_together(fake, monkeypatch):
+    """A cell that runs alone (the teacher) gets every core; cells that run side by side share them."""
+    monkeypatch.setattr(S.os, "cpu_count", lambda: 4)
+    runs = fake / "runs"
+    cells = S.expand(config({"notebook": "fake"}, {"notebook": "fake2", "after": ["fake"], "grid": {"x": [1, 2, 3]}}))
+    result = S.sweep(cells, jobs=2, runs=runs, log=lambda *_: None)
+    assert len(result["done"]) == 4
+    threads = {r["run_id"]: r["metrics"]["threads"] for r in S.collect(runs)}
+    assert threads[cells[0].run_id] == "4" and {threads[c.run_id] for c in cells[1:]} == {"2"}
 
 
 def test_a_relative_runs_folder_works(fake, monkeypatch):
