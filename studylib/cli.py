@@ -227,6 +227,8 @@ def _recovery_config(args):
 
 
 def cmd_recover(args) -> None:
+    import torch
+
     from . import data as D
     from . import models as M
     from . import pruning as P
@@ -243,7 +245,9 @@ def cmd_recover(args) -> None:
     student, processor = M.load(args.model)
     plan_file = Path(args.model) / "pruning_plan.json"
     plan = P.PruningPlan.load(plan_file) if plan_file.exists() else None
-    teacher, t_processor = (M.load(args.teacher, trust_remote_code=args.trust_remote_code)
+    # the frozen teacher only runs forward: in bfloat16 when training is (half the memory of a 7B teacher)
+    teacher, t_processor = (M.load(args.teacher, dtype=torch.bfloat16 if args.bf16 else torch.float32,
+                                   trust_remote_code=args.trust_remote_code)
                             if R.uses_teacher(cfg.loss) else (None, None))
     R.check_pair(student, teacher, cfg, plan, processor, t_processor)  # before the data is built
     if not args.data:
@@ -337,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu", help="cpu or cuda")
     e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     e.add_argument("--trust-remote-code", action="store_true",
-                   help="allow a checkpoint that ships its own modeling code (e.g. Bunny): it runs that code")
+                   help="allow a checkpoint that ships its own modeling code (Bunny is converted to LLaVA by "
+                        "weight names, its code is not run; other such checkpoints run theirs)")
     e.add_argument("--out", required=True)
     e.set_defaults(func=cmd_evaluate)
     pr = sub.add_parser("prune", help="prune the language model of a checkpoint (layerwise or widthwise)",
@@ -370,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu", help="cpu or cuda")
     pr.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     pr.add_argument("--trust-remote-code", action="store_true",
-                    help="allow a checkpoint that ships its own modeling code (e.g. Bunny): it runs that code")
+                    help="allow a checkpoint that ships its own modeling code (Bunny is converted to LLaVA by "
+                        "weight names, its code is not run; other such checkpoints run theirs)")
     pr.set_defaults(func=cmd_prune)
 
     from .efficiency import add_bench_parser
@@ -428,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             s.add_argument("--config", default=default_config, help="default: configs/default.yaml")
         s.add_argument("--jobs", type=int, default=1 if name == "sweep" else 2,
-                       help="cells run in parallel, CPU threads split between them (study: 2, one thread each)")
+                       help="cells run in parallel, the CPU cores split between the cells running together")
         s.add_argument("--only", default=None, metavar="PATTERN",
                        help="glob on run ids or notebook names (what they come after runs too)")
         s.add_argument("--force", action="store_true", help="rerun cells that already have a result")

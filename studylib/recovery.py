@@ -476,6 +476,8 @@ def recover(student, teacher, data, cfg: RecoveryConfig, out_dir: str | Path, pr
                          bf16=cfg.bf16, gradient_accumulation_steps=cfg.grad_accum, use_cpu=cpu,
                          gradient_checkpointing=cfg.gradient_checkpointing)
     sharded = _check_parallel_setup(args, cfg)
+    if not sharded:
+        student.to(args.device)  # the answer loss before training is measured where training runs
     ce_before = mean_ce(student, processor, tds)
     params = M.param_breakdown(student)  # recovery changes weights, not shapes (LoRA is merged)
     model = prepare_student(student, cfg)
