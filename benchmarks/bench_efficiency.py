@@ -178,14 +178,7 @@ def main() -> None:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1))
 
-    for bs in sizes:
-        print(f"\n### prefill, batch {bs} (ideal = LM FLOPs/token ratio; share = 100 * speedup / ideal)\n")
-        print(F.markdown(F.summary(table, speed, bs)))
-    for metric in ("decode_tokens_per_s", "generate_tokens_per_s"):
-        sub = speed[speed["metric"] == metric][["model", "batch_size", "value", "speedup", "speedup_q1", "speedup_q3",
-                                                "ideal", "share_of_ideal"]]
-        print(f"\n### {metric}\n")
-        print(F.markdown(sub))
+    F.print_speed_tables(table, speed, sizes)
     mem = table[table["metric"].isin(["peak_memory_mb", "activation_mb"])
                 & (table["batch_size"] == args.goal_batch_size)]
     print(f"\n### memory at batch {args.goal_batch_size} ({result['memory_method']})\n")

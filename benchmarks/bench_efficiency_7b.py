@@ -147,13 +147,7 @@ def main() -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1))
-    for bs in sizes:
-        print(f"\n### prefill, batch {bs} (ideal = LM FLOPs/token ratio; share = 100 * speedup / ideal)\n")
-        print(F.markdown(F.summary(table, speed, bs)))
-    for metric in ("decode_tokens_per_s", "generate_tokens_per_s"):
-        print(f"\n### {metric}\n")
-        print(F.markdown(speed[speed["metric"] == metric][["model", "batch_size", "value", "speedup", "speedup_q1",
-                                                           "speedup_q3", "ideal", "share_of_ideal"]]))
+    F.print_speed_tables(table, speed, sizes)
     mem = table[table["metric"] == "peak_memory_mb"].pivot(index="model", columns="batch_size", values="median")
     print(f"\n### peak memory, MiB ({result['memory_method']}; weights + peak activations)\n")
     print(F.markdown(mem.reset_index().rename(columns=str)))

@@ -25,6 +25,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+def _add_loading_args(parser) -> None:
+    """--device, --dtype and --trust-remote-code: how MODEL is loaded (evaluate, prune)."""
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow a checkpoint that ships its own modeling code (Bunny is converted to LLaVA by "
+                             "weight names, its code is not run; other such checkpoints run theirs)")
+
+
+def _load_model(args):
+    """`models.load` with the options of `_add_loading_args`, on `--device`."""
+    import torch
+
+    from . import models as M
+
+    model, processor = M.load(args.model, dtype=getattr(torch, args.dtype), trust_remote_code=args.trust_remote_code)
+    return model.to(args.device), processor
+
+
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -51,10 +70,8 @@ def cmd_teacher(args) -> None:
 
 def cmd_evaluate(args) -> None:
     import pandas as pd
-    import torch
 
     from . import evaluation as E
-    from . import models as M
 
     if args.real:  # real benchmarks (lmms-lab schemas): names and sources are checked before the model loads
         from . import benchmarks as B
@@ -65,8 +82,7 @@ def cmd_evaluate(args) -> None:
     else:
         names = _csv(args.benchmarks) if args.benchmarks else None
         benchmarks = E.load_benchmarks(names, args.n, args.seed, args.cache)  # validates names before loading
-    model, processor = M.load(args.model, dtype=getattr(torch, args.dtype), trust_remote_code=args.trust_remote_code)
-    model.to(args.device)
+    model, processor = _load_model(args)
     table = E.evaluate(model, processor, benchmarks, model_name=str(args.model), blank_images=args.blank_images)
     result = {"model": str(args.model), "summary": E.summary(table), "table": table.to_dict(orient="records")}
     if args.reference:
@@ -158,9 +174,6 @@ def _prune_settings(args) -> dict:
 
 
 def cmd_prune(args) -> None:
-    import torch
-
-    from . import models as M
     from . import pruning as P
 
     s = _prune_settings(args)
@@ -169,8 +182,7 @@ def cmd_prune(args) -> None:
         from . import data as D
 
         data = D.load_llava_json(args.data, args.image_folder)
-    model, processor = M.load(args.model, dtype=getattr(torch, args.dtype), trust_remote_code=args.trust_remote_code)
-    model.to(args.device)
+    model, processor = _load_model(args)
     if s["samples"]:
         calib = P.calibration_batches(processor, s["samples"], args.seed, cache_dir=args.cache, n_train=args.n_train,
                                       data=data)
@@ -338,11 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="real benchmarks instead: gqa, pope, scienceqa-img, mme, textvqa, mmmu, each from a local "
                         "folder or hub id (default: its lmms-lab dataset), e.g. pope=/data/POPE,mme")
     e.add_argument("--limit", type=int, default=None, metavar="N", help="a seeded subset of N items per real benchmark")
-    e.add_argument("--device", default="cpu", help="cpu or cuda")
-    e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    e.add_argument("--trust-remote-code", action="store_true",
-                   help="allow a checkpoint that ships its own modeling code (Bunny is converted to LLaVA by "
-                        "weight names, its code is not run; other such checkpoints run theirs)")
+    _add_loading_args(e)
     e.add_argument("--out", required=True)
     e.set_defaults(func=cmd_evaluate)
     pr = sub.add_parser("prune", help="prune the language model of a checkpoint (layerwise or widthwise)",
@@ -372,11 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--data", default=None, metavar="FILE.json",
                     help="draw calibration samples from LLaVA-format data (a real model's instruction mix)")
     pr.add_argument("--image-folder", default=None, metavar="DIR", help="images of --data (default: its folder)")
-    pr.add_argument("--device", default="cpu", help="cpu or cuda")
-    pr.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    pr.add_argument("--trust-remote-code", action="store_true",
-                    help="allow a checkpoint that ships its own modeling code (Bunny is converted to LLaVA by "
-                        "weight names, its code is not run; other such checkpoints run theirs)")
+    _add_loading_args(pr)
     pr.set_defaults(func=cmd_prune)
 
     from .efficiency import add_bench_parser

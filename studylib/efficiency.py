@@ -619,6 +619,17 @@ def summary(table: pd.DataFrame, speed: pd.DataFrame, batch_size: int, metric: s
     return pd.DataFrame(rows)
 
 
+def print_speed_tables(table: pd.DataFrame, speed: pd.DataFrame, batch_sizes) -> None:
+    """Print, as markdown, the prefill summary at each batch size and the decode / generate speedups."""
+    for bs in batch_sizes:
+        print(f"\n### prefill, batch {bs} (ideal = LM FLOPs/token ratio; share = 100 * speedup / ideal)\n")
+        print(markdown(summary(table, speed, bs)))
+    for metric in ("decode_tokens_per_s", "generate_tokens_per_s"):
+        print(f"\n### {metric}\n")
+        print(markdown(speed[speed["metric"] == metric][["model", "batch_size", "value", "speedup", "speedup_q1",
+                                                         "speedup_q3", "ideal", "share_of_ideal"]]))
+
+
 def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     """A DataFrame as a markdown table (hand-written: pandas needs the optional `tabulate` for this)."""
     def cell(v) -> str:
@@ -831,6 +842,6 @@ __all__ = [
     "DEVICES", "METRICS", "TIMED", "PeakMemory", "BenchSettings", "check_device", "check_batch_sizes",
     "parse_batch_sizes", "flops_per_token", "weight_bytes", "parts", "counted_flops", "benchmark_inputs",
     "synthetic_inputs", "run_once", "run_order", "measure", "measure_runs", "memory_method", "value", "speedups",
-    "summary", "markdown", "to_records", "closest_widths", "part_times", "op_profile", "add_bench_parser",
+    "summary", "print_speed_tables", "markdown", "to_records", "closest_widths", "part_times", "op_profile", "add_bench_parser",
     "bench_settings", "cmd_bench",
 ]
