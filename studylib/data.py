@@ -514,15 +514,23 @@ def prompt_text(human: str, system: str = "") -> str:
     return f"{system} USER: {human} ASSISTANT:" if system else f"USER: {human} ASSISTANT:"
 
 
+def special_prefix(tokenizer) -> list[int]:
+    """The ids a tokenizer puts before any text by itself (Llama's and Gemma's <bos>; none for the embedded BPE)."""
+    plain = tokenizer("x", add_special_tokens=False)["input_ids"]
+    full = tokenizer("x")["input_ids"]
+    start = next((i for i in range(len(full)) if full[i:i + len(plain)] == plain), 0)
+    return full[:start]
+
+
 def encode(example: dict, processor, n_image_tokens: int) -> dict:
-    """input_ids = for each turn: prompt + answer + </s>; labels = -100 on prompts (and image tokens), ids on answers.
+    """input_ids = the tokenizer's own prefix (<bos>, if any), then for each turn: prompt + answer + </s>; labels = -100 on prompts (and image tokens), ids on answers.
 
     Multi-turn follows LLaVA-1.5: "USER: <image>\\nq1 ASSISTANT: a1</s>USER: q2 ASSISTANT: a2</s>".
     The `<image>` placeholder is expanded to `n_image_tokens` copies, exactly as `LlavaProcessor` does.
     """
     tok = processor.tokenizer
-    ids: list[int] = []
-    labels: list[int] = []
+    ids: list[int] = special_prefix(tok)  # e.g. <bos>: what the processor adds at evaluation
+    labels: list[int] = [-100] * len(ids)
     conv = example["conversations"]
     system = system_prompt(processor)
     for turn, (human, gpt) in enumerate(zip(conv[0::2], conv[1::2])):

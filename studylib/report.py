@@ -73,6 +73,10 @@ def build_report(runs_dir: str | Path | None = None, reports_dir: str | Path | N
     for notebook, pages in sorted(groups.items()):
         items = "".join(f'<li><a href="{html.escape(href)}">{html.escape(label)}</a></li>' for href, label in pages)
         parts.append(f"<li>{html.escape(SECTIONS.get(notebook, notebook))}<ul>{items}</ul></li>")
+    # other studies rendered into sub-folders (e.g. `studylib sweep configs/gemma.yaml --out reports/gemma`)
+    for other in sorted(p.parent for p in reports.glob("*/index.html")):
+        parts.append(f'<li>Another study: <a href="{html.escape(other.name)}/index.html">{html.escape(other.name)}</a> '
+                     f'(<a href="{html.escape(other.name)}/summary.html">summary</a>)</li>')
     index = reports / "index.html"
     index.write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>Pruning and recovery of MLLMs: the study</title>"

@@ -1,9 +1,11 @@
 """Training the embedded teacher: LLaVA's two stages with `transformers.Trainer`.
 
 LLaVA-1.5 starts from a pretrained CLIP and Vicuna; stage 1 aligns the projector on captions, stage 2
-instruction-tunes projector and LM. Here nothing is pretrained, so both stages also train the vision tower
-and the LM: stage 1 on dense captions only (a curriculum: "red circle at top left; ..." teaches colour,
-shape and position of every cell), stage 2 on the whole instruction mix. Loss on answer tokens only.
+instruction-tunes projector and LM. In the embedded presets nothing is pretrained, so both stages also
+train the vision tower and the LM: stage 1 on dense captions only (a curriculum: "red circle at top left;
+..." teaches colour, shape and position of every cell), stage 2 on the whole instruction mix. The pretrained
+preset (`gemma-270m`, `studylib.pretrained`) follows LLaVA-1.5 exactly: its vision tower stays frozen,
+stage 1 trains the projector alone, stage 2 projector and LM. Loss on answer tokens only.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class TeacherConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     threads: int = 0  # 0: leave torch's default
+    stage1_lr: float | None = None  # None: `lr` for embedded presets, 1e-3 (LLaVA's projector rate) for pretrained
+    stage2_lr: float | None = None  # None: `lr` for embedded presets, 5e-5 for pretrained (a pretrained LM forgets
+                                    # the stage-1 alignment at 3e-4: its loss spikes and it stops reading the image)
 
 
 def training_args(out_dir: str | Path, *, steps: int, batch_size: int, lr: float, seed: int,
@@ -54,29 +59,57 @@ def training_args(out_dir: str | Path, *, steps: int, batch_size: int, lr: float
     )
 
 
-def run_stage(model, processor, train_ds, out_dir: Path, steps: int, cfg: TeacherConfig, name: str) -> list[dict]:
+def set_trainable(model, parts: tuple[str, ...]) -> None:
+    """requires_grad on the named parts of a LLaVA model ('vision', 'projector', 'lm'), off elsewhere."""
+    m = model.model
+    modules = {"vision": [m.vision_tower], "projector": [m.multi_modal_projector],
+               "lm": [m.language_model, model.lm_head]}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for part in parts:
+        for module in modules[part]:
+            for p in module.parameters():
+                p.requires_grad_(True)
+
+
+def run_stage(model, processor, train_ds, out_dir: Path, steps: int, cfg: TeacherConfig, name: str,
+              lr: float | None = None) -> list[dict]:
     from transformers import Trainer
 
-    args = training_args(out_dir / name, steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+    args = training_args(out_dir / name, steps=steps, batch_size=cfg.batch_size, lr=lr or cfg.lr, seed=cfg.seed,
                          warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay)
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=D.Collator(processor))
     trainer.train()
     return [dict(row, stage=name) for row in trainer.state.log_history if "loss" in row]
 
 
-def train_teacher(cfg: TeacherConfig, out_dir: str | Path, cache_dir: str | Path | None = None) -> dict:
+def train_teacher(cfg: TeacherConfig, out_dir: str | Path, cache_dir: str | Path | None = None,
+                  root: str | Path | None = None) -> dict:
     """Build data, processor and model for `cfg.preset`, train both stages, save a HF checkpoint.
 
     Writes `out_dir/` (model + processor), `train_log.json` and `teacher_metrics.json`; returns the metrics.
+    A pretrained preset reads (or builds) its base LM and its vision teacher under `root` (default data/checkpoints).
     """
-    M.get_preset(cfg.preset)
+    from . import pretrained as P
+
+    D.check_names("preset", [cfg.preset], list(M.PRESETS) + list(P.PRETRAINED_PRESETS))
+    pretrained = cfg.preset in P.PRETRAINED_PRESETS
     out_dir = Path(out_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.time()
     ds = D.build_dataset("train", cfg.n_train, cfg.seed, cache_dir)
-    processor = M.build_processor(cfg.preset)
-    model = M.build_model(cfg.preset, processor, cfg.seed)
+    if pretrained:  # the vision tower of the embedded teacher it names (trained, or loaded from the cache)
+        vision_from = ensure_teacher(TeacherConfig(P.PRETRAINED_PRESETS[cfg.preset]["vision_from"], cfg.seed),
+                                     root, cache_dir)
+        processor, model = P.build(cfg.preset, cfg.seed, root or default_checkpoint_root(), vision_from)
+    else:
+        processor = M.build_processor(cfg.preset)
+        model = M.build_model(cfg.preset, processor, cfg.seed)
+    everything = ("vision", "projector", "lm")
+    stages = P.STAGES if pretrained else {"stage1": everything, "stage2": everything}
+    lrs = {"stage1": cfg.stage1_lr or (P.STAGE1_LR if pretrained else cfg.lr),
+           "stage2": cfg.stage2_lr or (P.STAGE2_LR if pretrained else cfg.lr)}
     # Random batches, not length-grouped ones: grouping by length makes each batch one task family,
     # which trained a far weaker teacher here (image-benchmark mean 0.30 against 0.6 with random batches).
     tds = D.tokenize_dataset(ds, processor)
@@ -84,15 +117,18 @@ def train_teacher(cfg: TeacherConfig, out_dir: str | Path, cache_dir: str | Path
     log: list[dict] = []
     if cfg.stage1_steps:
         captions = tds.filter(lambda f: f == "caption", input_columns="family")
-        log += run_stage(model, processor, captions, out_dir / "_trainer", cfg.stage1_steps, cfg, "stage1")
+        set_trainable(model, stages["stage1"])
+        log += run_stage(model, processor, captions, out_dir / "_trainer", cfg.stage1_steps, cfg, "stage1", lrs["stage1"])
     if cfg.max_steps:
-        log += run_stage(model, processor, tds, out_dir / "_trainer", cfg.max_steps, cfg, "stage2")
+        set_trainable(model, stages["stage2"])
+        log += run_stage(model, processor, tds, out_dir / "_trainer", cfg.max_steps, cfg, "stage2", lrs["stage2"])
     t_train = time.time() - t0 - t_data
+    set_trainable(model, everything)
     model.eval()
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-    metrics = {"config": asdict(cfg), "params": M.param_breakdown(model), "data_seconds": round(t_data, 1),
-               "train_seconds": round(t_train, 1), "final_loss": log[-1]["loss"] if log else None}
+    metrics = {"config": asdict(cfg), "learning_rates": lrs, "trained": stages, "params": M.param_breakdown(model),
+               "data_seconds": round(t_data, 1), "train_seconds": round(t_train, 1), "final_loss": log[-1]["loss"] if log else None}
     (out_dir / "train_log.json").write_text(json.dumps(log, indent=1))
     (out_dir / "teacher_metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
@@ -101,7 +137,12 @@ def train_teacher(cfg: TeacherConfig, out_dir: str | Path, cache_dir: str | Path
 def config_hash(cfg: TeacherConfig) -> str:
     import hashlib
 
-    keep = {k: v for k, v in asdict(cfg).items() if k != "threads"}
+    from . import pretrained as P
+
+    # fields added later count only when set, so that earlier teachers keep their cached folders
+    keep = {k: v for k, v in asdict(cfg).items() if k != "threads" and not (k in ("stage1_lr", "stage2_lr") and v is None)}
+    if cfg.preset in P.PRETRAINED_PRESETS:  # its defaults are part of what it trains with
+        keep["pretrained"] = {"stage1_lr": P.STAGE1_LR, "stage2_lr": P.STAGE2_LR, "trim": P.TRIM_VERSION}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode() + D.GENERATOR_VERSION.encode()).hexdigest()[:10]
 
 
@@ -123,7 +164,7 @@ def ensure_teacher(cfg: TeacherConfig, root: str | Path | None = None, cache_dir
         return path
     tmp = path.with_name(path.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    train_teacher(cfg, tmp, cache_dir)
+    train_teacher(cfg, tmp, cache_dir, root)
     shutil.rmtree(tmp / "_trainer", ignore_errors=True)
     tmp.rename(path)
     return path

@@ -290,9 +290,12 @@ def test_report_pages_links_and_images_resolve(fake, tmp_path, monkeypatch):
     runs = fake / "runs"
     S.sweep(S.expand(config({"notebook": "fake", "grid": {"x": [1, 2]}})), runs=runs, log=lambda *_: None)
     reports = tmp_path / "reports"
+    (reports / "gemma").mkdir(parents=True)  # another study rendered into a sub-folder is linked
+    (reports / "gemma" / "index.html").write_text("<html></html>")
+    (reports / "gemma" / "summary.html").write_text("<html></html>")
     index = R.build_report(runs, reports)
     pages = [index, reports / "summary.html", *sorted((reports / "pages").glob("*.html"))]
-    assert len(pages) == 4
+    assert len(pages) == 4 and 'href="gemma/index.html"' in index.read_text()
     for page in pages:
         text = page.read_text()
         for ref in re.findall(r'(?:href|src)="([^"#]+)"', text):
