@@ -184,16 +184,11 @@ def base_lm_folder(texts: list[str], root: str | Path) -> Path:
 # ----------------------------------------------------------------------------------------------
 # The LLaVA model around the pretrained decoder
 
-# name -> (where its LM comes from, the embedded teacher that lends its trained vision tower)
-PRETRAINED_PRESETS = {"gemma-270m": {"lm": "gemma-3-270m-q4_k_m.gguf", "vision_from": "llava-small"}}
+# name -> the embedded teacher that lends its trained vision tower
+PRETRAINED_PRESETS = {"gemma-270m": {"vision_from": "llava-small"}}
 STAGES = {"stage1": ("projector",), "stage2": ("projector", "lm")}  # trained parts; the vision tower stays frozen
 STAGE1_LR = 1e-3  # LLaVA-1.5's projector-alignment rate
 STAGE2_LR = 5e-5  # instruction tuning of the pretrained LM (LLaVA-1.5: 2e-5 for 7B); 3e-4 undid stage 1 here
-CHAT_TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] == 'user' %}USER: "
-    "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %}"
-    " ASSISTANT:{% else %} {% for c in m['content'] %}{{ c['text'] }}{% endfor %}<eos>{% endif %}{% endfor %}"
-)
 
 
 def build(preset: str, seed: int, root: str | Path, vision_dir: str | Path):
@@ -211,6 +206,8 @@ def assemble(lm_dir: str | Path, vision_dir: str | Path, seed: int = 0):
     from transformers import (AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer,
                               LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor)
 
+    from . import models as M
+
     vision_proc = AutoProcessor.from_pretrained(vision_dir)
     vision_model = AutoModelForImageTextToText.from_pretrained(vision_dir)
     vcfg, vision_state = vision_model.config, vision_model.model.vision_tower.state_dict()
@@ -224,7 +221,7 @@ def assemble(lm_dir: str | Path, vision_dir: str | Path, seed: int = 0):
         image_processor=vision_proc.image_processor, tokenizer=tokenizer, patch_size=vision_proc.patch_size,
         vision_feature_select_strategy=vision_proc.vision_feature_select_strategy,
         num_additional_image_tokens=vision_proc.num_additional_image_tokens,
-        chat_template=CHAT_TEMPLATE.replace("<eos>", tokenizer.eos_token))
+        chat_template=M.CHAT_TEMPLATE.replace("</s>", tokenizer.eos_token))
     config = LlavaConfig(
         vision_config=vcfg.vision_config, text_config=lm.config, image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         vision_feature_layer=vcfg.vision_feature_layer, vision_feature_select_strategy=vcfg.vision_feature_select_strategy,
