@@ -583,3 +583,59 @@ class Collator:
             out["pixel_values"] = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
         return out
 
+
+
+def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing: indices of examples grouped into rows of at most max(capacity, longest) tokens."""
+    capacity = max([capacity, *lengths])
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        r = next((r for r in range(len(rows)) if free[r] >= lengths[i]), None)
+        if r is None:
+            rows.append([])
+            free.append(capacity)
+            r = len(rows) - 1
+        rows[r].append(i)
+        free[r] -= lengths[i]
+    return rows
+
+
+class PackingCollator(Collator):
+    """Padding-free batches: the batch's examples are packed into rows of about `capacity` tokens
+    (`pack_rows`), and each example's position ids restart at 0. Without an attention mask, transformers
+    reads the restarting position ids as packed sequences and builds a block-diagonal causal mask, so each
+    example attends only to itself: the loss is the padded batch's (tested), on far fewer tokens (here a
+    batch of 32 averages 61 tokens per example but pads to ~110).
+
+    Written here because `transformers.DataCollatorWithFlattening` packs a whole batch into one row: exact
+    too, but attention over a ~2,000-token row cost more on CPU than the padding saved (2.2 s vs 1.4 s a
+    step for llava-small; rows of 160 tokens: 0.8 s)."""
+
+    def __init__(self, processor, capacity: int = 160):
+        super().__init__(processor)
+        self.capacity = capacity
+
+    def __call__(self, batch: list[dict]) -> dict:
+        rows = pack_rows([len(b["input_ids"]) for b in batch], self.capacity)
+        width = max(sum(len(batch[i]["input_ids"]) for i in row) for row in rows)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        images = []
+        for r, row in enumerate(rows):
+            k = 0
+            for i in row:
+                b = batch[i]
+                n = len(b["input_ids"])
+                ids[r, k:k + n] = torch.tensor(b["input_ids"])
+                labels[r, k:k + n] = torch.tensor(b["labels"])
+                positions[r, k:k + n] = torch.arange(n)
+                k += n
+                if b.get("image") is not None:  # image features fill the <image> tokens in reading order
+                    images.append(b["image"].convert("RGB"))
+            positions[r, k:] = torch.arange(width - k)  # the tail of padding is one more (ignored) sequence
+        out = {"input_ids": ids, "position_ids": positions, "labels": labels, "use_cache": False}
+        if images:
+            out["pixel_values"] = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
+        return out

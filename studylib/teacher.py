@@ -37,6 +37,12 @@ class TeacherConfig:
     stage1_lr: float | None = None  # None: `lr` for embedded presets, 1e-3 (LLaVA's projector rate) for pretrained
     stage2_lr: float | None = None  # None: `lr` for embedded presets, 5e-5 for pretrained (a pretrained LM forgets
                                     # the stage-1 alignment at 3e-4: its loss spikes and it stops reading the image)
+    pack_to: int | None = None  # padding-free rows of this many tokens (`data.PackingCollator`; 0: padded
+                                # batches). None: PACK_TO for embedded presets, 0 for pretrained ones (untested
+                                # with Gemma's sliding-window masks, and its measured teacher used padding)
+
+
+PACK_TO = 160  # llava-small, batch 32: 0.80 s a step against 1.39 s padded, the same loss (benchmarks/bench_packing.py)
 
 
 def training_args(out_dir: str | Path, *, steps: int, batch_size: int, lr: float, seed: int,
@@ -72,13 +78,22 @@ def set_trainable(model, parts: tuple[str, ...]) -> None:
                 p.requires_grad_(True)
 
 
+def pack_to(cfg: TeacherConfig) -> int:
+    from . import pretrained as P
+
+    if cfg.pack_to is not None:
+        return cfg.pack_to
+    return 0 if cfg.preset in P.PRETRAINED_PRESETS else PACK_TO
+
+
 def run_stage(model, processor, train_ds, out_dir: Path, steps: int, cfg: TeacherConfig, name: str,
               lr: float | None = None) -> list[dict]:
     from transformers import Trainer
 
     args = training_args(out_dir / name, steps=steps, batch_size=cfg.batch_size, lr=lr or cfg.lr, seed=cfg.seed,
                          warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay)
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=D.Collator(processor))
+    collate = D.PackingCollator(processor, pack_to(cfg)) if pack_to(cfg) else D.Collator(processor)
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collate)
     trainer.train()
     return [dict(row, stage=name) for row in trainer.state.log_history if "loss" in row]
 
@@ -127,7 +142,7 @@ def train_teacher(cfg: TeacherConfig, out_dir: str | Path, cache_dir: str | Path
     model.eval()
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-    metrics = {"config": asdict(cfg), "learning_rates": lrs, "trained": stages, "params": M.param_breakdown(model),
+    metrics = {"config": asdict(cfg), "learning_rates": lrs, "pack_to": pack_to(cfg), "trained": stages, "params": M.param_breakdown(model),
                "data_seconds": round(t_data, 1), "train_seconds": round(t_train, 1), "final_loss": log[-1]["loss"] if log else None}
     (out_dir / "train_log.json").write_text(json.dumps(log, indent=1))
     (out_dir / "teacher_metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -140,9 +155,14 @@ def config_hash(cfg: TeacherConfig) -> str:
     from . import pretrained as P
 
     # fields added later count only when set, so that earlier teachers keep their cached folders
-    keep = {k: v for k, v in asdict(cfg).items() if k != "threads" and not (k in ("stage1_lr", "stage2_lr") and v is None)}
-    if cfg.preset in P.PRETRAINED_PRESETS:  # its defaults are part of what it trains with
-        keep["pretrained"] = {"stage1_lr": P.STAGE1_LR, "stage2_lr": P.STAGE2_LR, "trim": P.TRIM_VERSION}
+    keep = {k: v for k, v in asdict(cfg).items()
+            if k not in ("threads", "pack_to") and not (k in ("stage1_lr", "stage2_lr") and v is None)}
+    if pack_to(cfg):  # packing changes float rounding, hence the weights (padded teachers keep their folders)
+        keep["pack_to"] = pack_to(cfg)
+    if cfg.preset in P.PRETRAINED_PRESETS:  # its defaults and its vision tower's teacher are part of what it trains with
+        vision = TeacherConfig(P.PRETRAINED_PRESETS[cfg.preset]["vision_from"], cfg.seed)
+        keep["pretrained"] = {"stage1_lr": P.STAGE1_LR, "stage2_lr": P.STAGE2_LR, "trim": P.TRIM_VERSION,
+                              "vision_from": config_hash(vision)}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode() + D.GENERATOR_VERSION.encode()).hexdigest()[:10]
 
 

@@ -142,3 +142,43 @@ def test_encode_masks_prompt_and_collator_batches(tiny_processor):
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
     assert batch["pixel_values"].shape[0] == sum(r["image"] is not None for r in recs)
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+
+
+def test_pack_rows_is_a_partition_within_capacity():
+    lengths = [50, 20, 90, 30, 10, 60, 45, 5]
+    rows = D.pack_rows(lengths, 100)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in row) <= 100 for row in rows)
+    assert len(rows) == 4  # 310 tokens: first-fit decreasing needs one row more than the bound of 4 x 100
+    assert D.pack_rows([250, 20], 100) == [[0], [1]]  # a row is at least as wide as the longest example
+
+
+@pytest.mark.parametrize("preset", ["llava-tiny", "bunny-tiny"])
+def test_packed_batches_give_the_padded_loss_and_gradients(preset, cache_dir):
+    """Packing is exact: each example attends only to itself, so loss and gradients equal the padded batch's."""
+    import torch
+
+    from studylib import models as M
+
+    proc = M.build_processor(preset)
+    model = M.build_model(preset, proc, seed=0)
+    ds = D.tokenize_dataset(D.build_dataset("train", 24, seed=3), proc)
+    batch = [ds[i] for i in range(len(ds))]
+    assert any(b["image"] is None for b in batch) and any(b["image"] is not None for b in batch)
+    padded, packed = D.Collator(proc)(batch), D.PackingCollator(proc, capacity=120)(batch)
+    assert packed["input_ids"].shape[0] < len(batch)  # several examples share a row
+    assert packed["input_ids"].numel() < padded["input_ids"].numel()
+    torch.testing.assert_close(packed["pixel_values"].sum(0), padded["pixel_values"].sum(0))  # same images, reordered
+    grads = []
+    for inputs in (padded, packed):
+        model.zero_grad()
+        loss = model(**inputs).loss
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # without the block-diagonal mask (one position sequence per row) the loss would differ: the test can fail
+    leaky = dict(packed, position_ids=torch.arange(packed["input_ids"].shape[1]).expand_as(packed["input_ids"]))
+    exact_error = abs(grads[1][0] - grads[0][0])
+    assert abs(model(**leaky).loss.item() - grads[0][0]) > 20 * exact_error + 1e-6

@@ -71,6 +71,15 @@ def test_teacher_training_is_deterministic(tmp_path, cache_dir):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_teacher_packs_embedded_presets_and_keys_its_cache_on_it(tmp_path, cache_dir):
+    cfg = T.TeacherConfig(preset="llava-tiny", n_train=100, stage1_steps=0, max_steps=2, batch_size=8)
+    assert T.pack_to(cfg) == T.PACK_TO and T.pack_to(T.TeacherConfig("gemma-270m")) == 0
+    assert T.config_hash(cfg) != T.config_hash(T.TeacherConfig(**{**cfg.__dict__, "pack_to": 0}))
+    assert T.config_hash(cfg) == T.config_hash(T.TeacherConfig(**{**cfg.__dict__, "threads": 1}))
+    metrics = T.train_teacher(cfg, tmp_path / "t", cache_dir)
+    assert metrics["pack_to"] == T.PACK_TO and metrics["final_loss"] > 0
+
+
 def test_ensure_teacher_caches(tiny_teacher, cache_dir):
     cfg = T.TeacherConfig(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8)
     assert T.ensure_teacher(cfg, tiny_teacher.parent, cache_dir) == tiny_teacher  # no retraining
