@@ -5,8 +5,10 @@
    chance on the POPE question itself means the objects are seen and the failure is in answering.
 2. The answer distribution of the POPE question: mean and spread of p(first token of " yes") over the items,
    split by the gold answer (equal means and no spread: the question's answer ignores image and object).
+3. With `--forms`: greedy accuracy per question form on scene-qa, pope and count (colours, shapes, positions
+   and relations replaced by C, S, P, R), to compare existence with the lookups the model does answer.
 
-    python benchmarks/diagnose_pope.py data/checkpoints/teacher-llava-small-s0-<hash> [--n 200]
+    python benchmarks/diagnose_pope.py data/checkpoints/teacher-llava-small-s0-<hash> [--n 200] [--forms]
 """
 
 from __future__ import annotations
@@ -59,11 +61,30 @@ def first_token_yes(model, processor, ds) -> np.ndarray:
     return np.array(probs)
 
 
+def question_forms(model, processor, seed: int = 0, n: int = 500) -> dict[str, tuple[float, int]]:
+    """Greedy accuracy and item count per question form of the scene-qa, pope and count benchmarks."""
+    from collections import defaultdict
+
+    from studylib import evaluation as E
+
+    words = {"C": list(D.COLORS), "S": D.SHAPES, "P": D.CELL_NAMES, "R": ["left of", "right of", "above", "below"]}
+    hits = defaultdict(list)
+    for bench in ("scene-qa", "pope", "count"):
+        ds = D.build_dataset(bench, n, seed)
+        for pred, row in zip(E.generate_answers(model, processor, ds, progress=False), ds):
+            form = row["conversations"][0]["value"].replace("<image>\n", "")
+            for letter, names in words.items():
+                form = re.sub("|".join(sorted(names, key=len, reverse=True)), letter, form)
+            hits[f"{bench}: {form}"].append(E.is_correct(bench, pred, row["answer"]))
+    return {k: (float(np.mean(v)), len(v)) for k, v in sorted(hits.items())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("teacher")
     ap.add_argument("--n", type=int, default=200, help="POPE items (the benchmark's first n)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--forms", action="store_true", help="also: accuracy per question form (3 x 500 items)")
     args = ap.parse_args()
     model, processor = M.load(args.teacher)
     model.eval()
@@ -78,6 +99,10 @@ def main() -> None:
         p = p_yes[gold == g]
         print(f"  gold {g:>3}: p(first token of ' yes') mean {p.mean():.3f}, std {p.std():.4f}, "
               f"range [{p.min():.3f}, {p.max():.3f}] over {len(p)} items")
+    if args.forms:
+        print("accuracy per question form (C colour, S shape, P position, R relation):")
+        for form, (acc, n) in question_forms(model, processor, args.seed).items():
+            print(f"  {acc:.3f}  n={n:<4} {form}")
 
 
 if __name__ == "__main__":

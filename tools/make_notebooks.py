@@ -770,14 +770,17 @@ if R.uses(loss, "hidden"):
     assert m["layer_pairs"][-1][1] == num_layers - 1, "the final blocks of student and teacher are matched"
 if check_quality:
     assert m["train_ce_after"] < m["train_ce_before"], "recovery lowers the answer loss on its data"
-    assert rec_avg > pruned_avg, f"recovery helps: AVG % {pruned_avg:.1f} -> {rec_avg:.1f}"
+# Whether recovery raised AVG % is a finding, not an invariant (at 60 % layerwise with 5 % of the data it
+# need not: claim 6), so it is recorded, not asserted.
+recovery_helped = bool(rec_avg > pruned_avg)
+print(f"recovery {'raised' if recovery_helped else 'did not raise'} AVG %: {pruned_avg:.1f} -> {rec_avg:.1f}")
 metrics = {
     "notebook": "03_recovery", "preset": preset, "seed": seed, "teacher_dir": str(teacher_dir),
     "paradigm": paradigm, "criterion": criterion, "ratio": ratio, "lm_ratio": plan.lm_ratio,
     "recipe": {"train": train, "loss": loss, "alpha": alpha, "temperature": temperature,
                "kl_positions": kl_positions, "teacher_input": teacher_input},
     "data_fraction": data_fraction, "teacher_scores": teacher_scores, "scored_benchmarks": scored,
-    "avg_percent_pruned": pruned_avg, "avg_percent_recovered": rec_avg,
+    "avg_percent_pruned": pruned_avg, "avg_percent_recovered": rec_avg, "recovery_helped": recovery_helped,
     "relative_pruned": relative(pruned_table).set_index("benchmark")["relative"].to_dict(),
     "relative_recovered": rec_rel.set_index("benchmark")["relative"].to_dict(),
     "recovery": m, "checkpoint": str(result.out_dir), "plan": plan.to_dict(),
