@@ -8,7 +8,7 @@ image at batch 1 / 8 / 32, greedy decode tokens/s, throughput, peak memory; para
 Goals (CPU fp32, batch-8 prefill, one run): layerwise 30 % reaches >= 90 % of its ideal speedup, widthwise 30 %
 with round_to 8 >= 80 %; ideal = LM FLOPs/token ratio, share of the ideal = 100 * speedup / ideal.
 
-    HF_HUB_OFFLINE=1 python benchmarks/bench_efficiency.py data/checkpoints/teacher-llava-small-s0-4bcd71a207 \\
+    HF_HUB_OFFLINE=1 python benchmarks/bench_efficiency.py data/checkpoints/teacher-llava-small-s0-<hash> \\
         [--threads 1] [--repeats 15] [--round-to 1,8,64,128] [--quality] [--profile] [--out FILE.json]
 
 --profile explains a miss: time per part (vision tower, projector, embeddings, decoder blocks, final norm,

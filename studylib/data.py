@@ -584,7 +584,6 @@ class Collator:
         return out
 
 
-
 def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
     """First-fit decreasing: indices of examples grouped into rows of at most max(capacity, longest) tokens."""
     capacity = max([capacity, *lengths])
@@ -609,8 +608,8 @@ class PackingCollator(Collator):
     batch of 32 averages 61 tokens per example but pads to ~110).
 
     Written here because `transformers.DataCollatorWithFlattening` packs a whole batch into one row: exact
-    too, but attention over a ~2,000-token row cost more on CPU than the padding saved (2.2 s vs 1.4 s a
-    step for llava-small; rows of 160 tokens: 0.8 s)."""
+    too, but on CPU the attention over one ~2,000-token row costs more than the padding saves
+    (`python benchmarks/bench_packing.py --capacities 160,100000` compares them)."""
 
     def __init__(self, processor, capacity: int = 160):
         super().__init__(processor)

@@ -42,7 +42,7 @@ class TeacherConfig:
                                 # with Gemma's sliding-window masks, and its measured teacher used padding)
 
 
-PACK_TO = 160  # llava-small, batch 32: 0.80 s a step against 1.39 s padded, the same loss (benchmarks/bench_packing.py)
+PACK_TO = 160  # llava-small, batch 32: 0.86 s a step against 1.64 s padded, the same loss (benchmarks/bench_packing.py)
 
 
 def training_args(out_dir: str | Path, *, steps: int, batch_size: int, lr: float, seed: int,
@@ -79,6 +79,7 @@ def set_trainable(model, parts: tuple[str, ...]) -> None:
 
 
 def pack_to(cfg: TeacherConfig) -> int:
+    """Row width of the packed batches `cfg` trains on (0: padded batches)."""
     from . import pretrained as P
 
     if cfg.pack_to is not None:
@@ -142,7 +143,8 @@ def train_teacher(cfg: TeacherConfig, out_dir: str | Path, cache_dir: str | Path
     model.eval()
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
-    metrics = {"config": asdict(cfg), "learning_rates": lrs, "pack_to": pack_to(cfg), "trained": stages, "params": M.param_breakdown(model),
+    metrics = {"config": asdict(cfg), "learning_rates": lrs, "pack_to": pack_to(cfg), "trained": stages,
+               "params": M.param_breakdown(model),
                "data_seconds": round(t_data, 1), "train_seconds": round(t_train, 1), "final_loss": log[-1]["loss"] if log else None}
     (out_dir / "train_log.json").write_text(json.dumps(log, indent=1))
     (out_dir / "teacher_metrics.json").write_text(json.dumps(metrics, indent=1))
