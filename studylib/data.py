@@ -363,6 +363,12 @@ def generate_records(split: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
     return [make_record(f, rng, i, split) for i, f in enumerate(families)]
 
 
+def sample_records(n: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+    """A sample of every family's text: `n` training records and 100 of each benchmark (what the embedded
+    tokenizer is trained on and what the pretrained preset's vocabulary is trimmed to)."""
+    return [r for split in ["train"] + BENCHMARKS for r in generate_records(split, n if split == "train" else 100, seed)]
+
+
 # ----------------------------------------------------------------------------------------------
 # datasets.Dataset materialisation and cache
 
@@ -578,6 +584,10 @@ class Collator:
             labels[i, :k] = torch.tensor(b["labels"])
             mask[i, :k] = 1
         out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        return self.add_pixels(out, batch)
+
+    def add_pixels(self, out: dict, batch: list[dict]) -> dict:
+        """`out` plus the batch's images as `pixel_values`, in batch order (none for text-only batches)."""
         images = [b["image"].convert("RGB") for b in batch if b.get("image") is not None]
         if images:
             out["pixel_values"] = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
@@ -621,7 +631,6 @@ class PackingCollator(Collator):
         ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
         labels = torch.full((len(rows), width), -100, dtype=torch.long)
         positions = torch.zeros((len(rows), width), dtype=torch.long)
-        images = []
         for r, row in enumerate(rows):
             k = 0
             for i in row:
@@ -631,10 +640,7 @@ class PackingCollator(Collator):
                 labels[r, k:k + n] = torch.tensor(b["labels"])
                 positions[r, k:k + n] = torch.arange(n)
                 k += n
-                if b.get("image") is not None:  # image features fill the <image> tokens in reading order
-                    images.append(b["image"].convert("RGB"))
             positions[r, k:] = torch.arange(width - k)  # the tail of padding is one more (ignored) sequence
         out = {"input_ids": ids, "position_ids": positions, "labels": labels, "use_cache": False}
-        if images:
-            out["pixel_values"] = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
-        return out
+        # image features fill the <image> tokens in reading order: row by row, example by example
+        return self.add_pixels(out, [batch[i] for row in rows for i in row])

@@ -75,10 +75,7 @@ def get_preset(name: str) -> Preset:
 
 def training_texts(n: int = 2000, seed: int = 0) -> list[str]:
     """Questions and answers the tokenizer is trained on (a sample of every family, no images drawn)."""
-    recs = []
-    for split in ["train"] + D.BENCHMARKS:
-        recs += D.generate_records(split, n if split == "train" else 100, seed)
-    return [t["value"].replace("<image>\n", "") for r in recs for t in r["conversations"]]
+    return [t["value"].replace("<image>\n", "") for r in D.sample_records(n, seed) for t in r["conversations"]]
 
 
 def build_tokenizer(vocab_size: int = 512, seed: int = 0):

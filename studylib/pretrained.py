@@ -58,11 +58,8 @@ def corpus_texts(n: int = 2000, seed: int = 0) -> list[str]:
     between `<image>` placeholders and " " + each answer."""
     from . import data as D
 
-    recs = []
-    for split in ["train"] + D.BENCHMARKS:
-        recs += D.generate_records(split, n if split == "train" else 100, seed)
     texts = set()
-    for r in recs:
+    for r in D.sample_records(n, seed):
         conv = r["conversations"]
         for human, gpt in zip(conv[0::2], conv[1::2]):
             texts.update(p for p in D.prompt_text(human["value"]).split(IMAGE_TOKEN) if p)
