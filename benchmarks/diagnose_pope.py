@@ -34,7 +34,7 @@ def caption_answers(model, processor, ds, batch_size: int = 50) -> list[str]:
     answers = []
     for start in range(0, len(ds), batch_size):
         rows = ds.select(range(start, min(start + batch_size, len(ds))))
-        prompts = [D.prompt_text("<image>\nDescribe the image.", D.system_prompt(processor))] * len(rows)
+        prompts = [D.prompt_text(D.image_question("Describe the image."), D.system_prompt(processor))] * len(rows)
         inputs = processor(text=prompts, images=[im.convert("RGB") for im in rows["image"]], padding=True,
                            return_tensors="pt")
         with torch.no_grad():
@@ -72,7 +72,7 @@ def question_forms(model, processor, seed: int = 0, n: int = 500) -> dict[str, t
     for bench in ("scene-qa", "pope", "count"):
         ds = D.build_dataset(bench, n, seed)
         for pred, row in zip(E.generate_answers(model, processor, ds, progress=False), ds):
-            form = row["conversations"][0]["value"].replace("<image>\n", "")
+            form = row["conversations"][0]["value"].replace("\n<image>", "")
             for letter, names in words.items():
                 form = re.sub("|".join(sorted(names, key=len, reverse=True)), letter, form)
             hits[f"{bench}: {form}"].append(E.is_correct(bench, pred, row["answer"]))

@@ -8,7 +8,7 @@ in an arbitrary way. That alignment is what makes vision learnable from scratch 
 A record is a LLaVA conversation plus the fields the evaluator needs:
 
     {"id": "count-000012", "image": <PIL image or None>, "family": "count",
-     "conversations": [{"from": "human", "value": "<image>\\nHow many circles are there?"},
+     "conversations": [{"from": "human", "value": "How many circles are there?\\n<image>"},
                        {"from": "gpt", "value": "2"}],
      "answer": "2", "qtype": "count-shape", "category": ""}
 
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-GENERATOR_VERSION = "7"
+GENERATOR_VERSION = "8"
 IMAGE_SIZE = 32
 CELL = 16
 CELLS = [(0, 0), (1, 0), (0, 1), (1, 1)]  # (column, row) in reading order
@@ -324,6 +324,17 @@ def gen_scene(rng, families: list[str], category: str | None = None):
             return render_scene(objs, rng), turns
 
 
+def image_question(question: str) -> str:
+    """The first human turn of an embedded record: the question, then the image ("{question}\\n<image>").
+
+    LLaVA-1.5 puts the image first. The embedded records put the question first, so that the language model
+    reads every image token already knowing what is asked (a causal LM cannot look ahead): then "is there a
+    blue circle?" is a match computed at each image token plus an "any?" over them, instead of a search
+    keyed by the question that only the last token can run. (Both orders are LLaVA format; its mix-665k holds
+    both.) With the image first the embedded teacher never learned existence (see README, "POPE")."""
+    return f"{question}\n<image>"
+
+
 def make_record(family: str, rng: np.random.Generator, idx: int, split: str) -> dict[str, Any]:
     """One LLaVA record. Family "multi" is a scene with 2 turns of scene questions (training only)."""
     if family == "digits":
@@ -342,7 +353,7 @@ def make_record(family: str, rng: np.random.Generator, idx: int, split: str) -> 
         image, turns = gen_scene(rng, [family], cat)
     conv = []
     for i, (q, a, _, _) in enumerate(turns):
-        human = f"<image>\n{q}" if image is not None and i == 0 else q
+        human = image_question(q) if image is not None and i == 0 else q
         conv += [{"from": "human", "value": human}, {"from": "gpt", "value": a}]
     _, answer, qtype, category = turns[0]
     return {"id": f"{family}-{idx:06d}", "image": image, "family": family, "conversations": conv,
@@ -472,10 +483,13 @@ def load_llava_json(path: str | Path, image_folder: str | Path | None = None):
             if not ipath.is_file():
                 raise ValueError(f"missing image {ipath} for {where}")
             image = Image.open(ipath).convert("RGB")
-        turns = [{"from": t["from"], "value": t["value"].replace("<image>\n", "").replace("<image>", "")}
+        first = conv[0]["value"]
+        turns = [{"from": t["from"], "value": t["value"].replace("<image>\n", "").replace("\n<image>", "").replace("<image>", "")}
                  for t in conv]
-        if image is not None:  # one image placeholder, at the start of the first question (LLaVA-1.5)
-            turns[0]["value"] = "<image>\n" + turns[0]["value"]
+        if image is not None:  # one image placeholder in the first question: where the row put it (at its end,
+            # as the embedded records, or at its start), else at the start (LLaVA-1.5); none in later turns
+            at_end = first.rstrip().endswith("<image>") and not first.lstrip().startswith("<image>")
+            turns[0]["value"] = image_question(turns[0]["value"]) if at_end else "<image>\n" + turns[0]["value"]
         answer = turns[1]["value"]
         out.append({"id": str(rid), "image": image, "family": row.get("family", "user"),
                     "conversations": turns, "answer": answer, "qtype": row.get("qtype", "user"), "category": row.get("category", "")})
@@ -615,7 +629,7 @@ class PackingCollator(Collator):
     (`pack_rows`), and each example's position ids restart at 0. Without an attention mask, transformers
     reads the restarting position ids as packed sequences and builds a block-diagonal causal mask, so each
     example attends only to itself: the loss is the padded batch's (tested), on far fewer tokens (here a
-    batch of 32 averages 61 tokens per example but pads to ~110).
+    batch of 32 averages 43 tokens per example but pads to ~86).
 
     Written here because `transformers.DataCollatorWithFlattening` packs a whole batch into one row: exact
     too, but on CPU the attention over one ~2,000-token row costs more than the padding saves

@@ -73,9 +73,22 @@ def get_preset(name: str) -> Preset:
 # Tokenizer and processor
 
 
+TOKENIZER_VERSION = "2"  # 2: trained on the templated text; part of the teacher's cache key
+
+
 def training_texts(n: int = 2000, seed: int = 0) -> list[str]:
-    """Questions and answers the tokenizer is trained on (a sample of every family, no images drawn)."""
-    return [t["value"].replace("<image>\n", "") for r in D.sample_records(n, seed) for t in r["conversations"]]
+    """The text the tokenizer is trained on: a sample of every family written as `encode` writes it, each
+    prompt in the chat template ("USER: ... ASSISTANT:") and each answer with its leading space.
+
+    Templated text, not bare questions, so that the merges fit what the model reads: " ASSISTANT:" becomes
+    a few tokens instead of ten, " yes" and " no" one token each, and an average training example 46 tokens
+    instead of 61 (fewer tokens per step; `image` placeholders are left out: they are one special token)."""
+    texts = []
+    for r in D.sample_records(n, seed):
+        conv = r["conversations"]
+        for human, gpt in zip(conv[0::2], conv[1::2]):
+            texts += [D.prompt_text(human["value"].replace("<image>", "")), " " + gpt["value"]]
+    return texts
 
 
 def build_tokenizer(vocab_size: int = 512, seed: int = 0):

@@ -159,6 +159,8 @@ def config_hash(cfg: TeacherConfig) -> str:
     # fields added later count only when set, so that earlier teachers keep their cached folders
     keep = {k: v for k, v in asdict(cfg).items()
             if k not in ("threads", "pack_to") and not (k in ("stage1_lr", "stage2_lr") and v is None)}
+    if cfg.preset in M.PRESETS:  # the embedded tokenizer is built from code, so its version is part of the key
+        keep["tokenizer"] = M.TOKENIZER_VERSION
     if pack_to(cfg):  # packing changes float rounding, hence the weights (padded teachers keep their folders)
         keep["pack_to"] = pack_to(cfg)
     if cfg.preset in P.PRETRAINED_PRESETS:  # its defaults and its vision tower's teacher are part of what it trains with

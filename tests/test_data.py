@@ -42,7 +42,7 @@ def test_train_mix_has_every_family_in_llava_format():
         assert conv[1]["value"] == r["answer"]
         assert len({t["value"] for t in conv[0::2]}) == len(conv) // 2, "no question asked twice"
         assert (r["image"] is None) == (r["family"] == "text-only")
-        assert conv[0]["value"].startswith("<image>\n") == (r["image"] is not None)
+        assert conv[0]["value"].endswith("\n<image>") == (r["image"] is not None), "the question, then the image"
         assert all("<image>" not in t["value"] for t in conv[1:]), "one image placeholder, in the first turn"
         if r["image"] is not None:
             assert r["image"].size == (D.IMAGE_SIZE, D.IMAGE_SIZE)

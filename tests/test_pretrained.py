@@ -60,7 +60,8 @@ def trimmed(texts):
 
 
 def test_corpus_texts_are_what_encode_tokenizes(texts):
-    assert "USER: " in texts and any(t.startswith(" ") for t in texts)  # prompt pieces and " " + answers
+    # prompt pieces around the image ("USER: <question>\n", " ASSISTANT:") and " " + answers
+    assert " ASSISTANT:" in texts and any(t.startswith("USER: ") for t in texts) and any(t.startswith(" ") for t in texts)
     assert not any(P.IMAGE_TOKEN in t for t in texts)
 
 

@@ -80,8 +80,8 @@ def mix665k_fixture(folder: Path, n: int = 24) -> Path:
             row["image"] = f"{sub}/{i:012d}.jpg"
             (folder / sub).mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (32, 32), (i * 9 % 255, 90, 30)).save(folder / row["image"])
-            if i % 2:  # mix-665k also writes the placeholder after the question
-                turns[0]["value"] = turns[0]["value"].replace("<image>\n", "") + "\n<image>"
+            if i % 2:  # mix-665k writes the placeholder before the question too (the embedded records, after)
+                turns[0]["value"] = "<image>\n" + turns[0]["value"].replace("\n<image>", "")
         rows.append(row)
     path = folder / "llava_v1_5_mix665k_sample.json"
     path.write_text(json.dumps(rows))

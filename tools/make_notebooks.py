@@ -95,7 +95,7 @@ fig, axes = plt.subplots(1, 6, figsize=(15, 3))
 shown = [r for r in train.select(range(40)) if r["image"] is not None][:6]
 for ax, r in zip(axes, shown):
     ax.imshow(r["image"]); ax.axis("off")
-    q = r["conversations"][0]["value"].replace("<image>\\n", "")
+    q = r["conversations"][0]["value"].replace("\\n<image>", "")
     ax.set_title(f"{q[:28]}\\n-> {r['answer'][:28]}", fontsize=7)
 plt.show()
 """),
