@@ -81,8 +81,8 @@ def training_texts(n: int = 2000, seed: int = 0) -> list[str]:
     prompt in the chat template ("USER: ... ASSISTANT:") and each answer with its leading space.
 
     Templated text, not bare questions, so that the merges fit what the model reads: " ASSISTANT:" becomes
-    a few tokens instead of ten, " yes" and " no" one token each, and an average training example 46 tokens
-    instead of 61 (fewer tokens per step; `image` placeholders are left out: they are one special token)."""
+    one token plus ":" instead of ten, " yes" and " no" one token each, and an average training example 43
+    tokens instead of 61 (fewer tokens a step; `<image>` placeholders are left out: they are one special token)."""
     texts = []
     for r in D.sample_records(n, seed):
         conv = r["conversations"]

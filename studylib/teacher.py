@@ -42,7 +42,7 @@ class TeacherConfig:
                                 # with Gemma's sliding-window masks, and its measured teacher used padding)
 
 
-PACK_TO = 160  # llava-small, batch 32: 0.86 s a step against 1.64 s padded, the same loss (benchmarks/bench_packing.py)
+PACK_TO = 160  # llava-small, batch 32: 0.63 s a step against 1.07 s padded, the same loss (benchmarks/bench_packing.py)
 
 
 def training_args(out_dir: str | Path, *, steps: int, batch_size: int, lr: float, seed: int,
