@@ -380,6 +380,19 @@ def sample_records(n: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
     return [r for split in ["train"] + BENCHMARKS for r in generate_records(split, n if split == "train" else 100, seed)]
 
 
+def template_pieces(n: int = 2000, seed: int = 0) -> list[str]:
+    """The strings `encode` tokenizes for `sample_records(n, seed)`, in order and with repeats: each prompt in
+    the chat template ("USER: ... ASSISTANT:") split at its `<image>` placeholder, and " " + each answer.
+    (What the embedded tokenizer is trained on, and, as a set, what the pretrained vocabulary is trimmed to.)"""
+    pieces = []
+    for r in sample_records(n, seed):
+        conv = r["conversations"]
+        for human, gpt in zip(conv[0::2], conv[1::2]):
+            pieces += [p for p in prompt_text(human["value"]).split("<image>") if p]
+            pieces.append(" " + gpt["value"])
+    return pieces
+
+
 # ----------------------------------------------------------------------------------------------
 # datasets.Dataset materialisation and cache
 

@@ -54,17 +54,11 @@ def load_gguf(path: str | Path):
 
 
 def corpus_texts(n: int = 2000, seed: int = 0) -> list[str]:
-    """The strings `data.encode` and evaluation tokenize for a sample of every family: prompt pieces
-    between `<image>` placeholders and " " + each answer."""
+    """The distinct strings `data.encode` and evaluation tokenize for a sample of every family: prompt pieces
+    between `<image>` placeholders and " " + each answer (`data.template_pieces`, as a sorted set)."""
     from . import data as D
 
-    texts = set()
-    for r in D.sample_records(n, seed):
-        conv = r["conversations"]
-        for human, gpt in zip(conv[0::2], conv[1::2]):
-            texts.update(p for p in D.prompt_text(human["value"]).split(IMAGE_TOKEN) if p)
-            texts.add(" " + gpt["value"])
-    return sorted(texts)
+    return sorted(set(D.template_pieces(n, seed)))
 
 
 def _pair(merge) -> tuple[str, str]:
