@@ -9,7 +9,8 @@ Goal (the study's): AVG % >= 95 with 5 % of the data at <= 30 % compression.
     HF_HUB_OFFLINE=1 python benchmarks/bench_recovery.py TEACHER [--recipes lora:ce,full:ce+hidden]
         [--ratio 0.3] [--fraction 0.05] [--epochs 1] [--lr 2e-4] [--work DIR] [--out FILE.json]
 
-Every finished (paradigm, recipe) is cached under --work, so an interrupted run continues where it stopped.
+Every finished (paradigm, recipe) is cached under --work/<teacher folder name>, so an interrupted run continues
+where it stopped and another teacher starts afresh.
 """
 
 import argparse
@@ -43,7 +44,7 @@ def main() -> None:
     args = ap.parse_args()
     teacher, processor = M.load(args.teacher)
     benchmarks = E.load_benchmarks()
-    work = Path(args.work)
+    work = Path(args.work) / Path(args.teacher).name  # per teacher: a new teacher never reuses old results
     ref_file = work / "teacher_eval.json"
     if not ref_file.exists():
         work.mkdir(parents=True, exist_ok=True)

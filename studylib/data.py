@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-GENERATOR_VERSION = "8"
+GENERATOR_VERSION = "9"
 IMAGE_SIZE = 32
 CELL = 16
 CELLS = [(0, 0), (1, 0), (0, 1), (1, 1)]  # (column, row) in reading order
@@ -256,6 +256,24 @@ def q_pope(rng, objs, category: str | None = None):
     return f"Is there a {cands[int(rng.integers(len(cands)))]} in the image?", "no", "pope", category
 
 
+def pope_reply(question: str, answer: str) -> str:
+    """The teacher's reply to a POPE question: the object it found, then "yes" ("red circle, yes"), or "no".
+
+    The benchmark's answer stays "yes"/"no"; `evaluation.parse_yes_no` reads the first "yes"/"no" word of the
+    reply (as POPE's own rule, which reads "no" in the first sentence, would). Why name the object: a bare
+    "yes"/"no" was never learned here (it stayed at its prior through every variant tried, README "POPE"): its
+    one token must compare the question's object with the image, and neither alone predicts it. Our reading of
+    why naming works: the first token's logit for an object word is then the LM's copy of that word from the
+    question plus the image's evidence for it, both learned directly (copying; presence, as in captions), and
+    "no" wins when the copy alone is not enough. 500 finetuning steps of the previous teacher on such replies
+    took POPE from 0.52 to 0.84 (`benchmarks/pope_experiments/name_first.py`).
+    """
+    if answer == "no":
+        return "no"
+    name = question.removeprefix("Is there a ").removesuffix(" in the image?")
+    return f"{name}, yes"
+
+
 def q_count(rng, objs):
     kind = int(rng.integers(3))
     if kind == 0:
@@ -352,9 +370,9 @@ def make_record(family: str, rng: np.random.Generator, idx: int, split: str) -> 
         cat = ["random", "popular", "adversarial"][idx % 3] if family == "pope" and split != "train" else None
         image, turns = gen_scene(rng, [family], cat)
     conv = []
-    for i, (q, a, _, _) in enumerate(turns):
+    for i, (q, a, qtype, _) in enumerate(turns):
         human = image_question(q) if image is not None and i == 0 else q
-        conv += [{"from": "human", "value": human}, {"from": "gpt", "value": a}]
+        conv += [{"from": "human", "value": human}, {"from": "gpt", "value": pope_reply(q, a) if qtype == "pope" else a}]
     _, answer, qtype, category = turns[0]
     return {"id": f"{family}-{idx:06d}", "image": image, "family": family, "conversations": conv,
             "answer": answer, "qtype": qtype, "category": category}

@@ -26,8 +26,8 @@ def normalize(text: str) -> str:
 
 
 def parse_yes_no(text: str) -> str:
-    words = normalize(text).split()
-    return words[0] if words and words[0] in ("yes", "no") else ""
+    """The first "yes" or "no" word of the reply ("Yes." -> yes, "red circle, yes" -> yes), else ""."""
+    return next((w for w in normalize(text).split() if w in ("yes", "no")), "")
 
 
 def parse_letter(text: str) -> str:

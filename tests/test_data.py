@@ -39,7 +39,8 @@ def test_train_mix_has_every_family_in_llava_format():
         assert [t["from"] for t in conv] == ["human", "gpt"] * (len(conv) // 2)
         # multi-turn: up to 2 questions about one image (a question the scene does not admit is dropped)
         assert len(conv) // 2 <= (2 if r["family"] == "multi" else 1)
-        assert conv[1]["value"] == r["answer"]
+        question = conv[0]["value"].removesuffix("\n<image>")
+        assert conv[1]["value"] == (D.pope_reply(question, r["answer"]) if r["qtype"] == "pope" else r["answer"])
         assert len({t["value"] for t in conv[0::2]}) == len(conv) // 2, "no question asked twice"
         assert (r["image"] is None) == (r["family"] == "text-only")
         assert conv[0]["value"].endswith("\n<image>") == (r["image"] is not None), "the question, then the image"
@@ -182,3 +183,13 @@ def test_packed_batches_give_the_padded_loss_and_gradients(preset, cache_dir):
     leaky = dict(packed, position_ids=torch.arange(packed["input_ids"].shape[1]).expand_as(packed["input_ids"]))
     exact_error = abs(grads[1][0] - grads[0][0])
     assert abs(model(**leaky).loss.item() - grads[0][0]) > 20 * exact_error + 1e-6
+
+
+def test_pope_replies_name_the_object_found():
+    assert D.pope_reply("Is there a red circle in the image?", "yes") == "red circle, yes"
+    assert D.pope_reply("Is there a cross in the image?", "yes") == "cross, yes"
+    assert D.pope_reply("Is there a cross in the image?", "no") == "no"
+    pope = D.build_dataset("pope", 30, 0)
+    assert set(pope["answer"]) == {"yes", "no"}  # the benchmark's answers stay yes/no
+    for conv, answer in zip(pope["conversations"], pope["answer"]):
+        assert (conv[1]["value"] == "no") == (answer == "no")

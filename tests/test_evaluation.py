@@ -13,6 +13,7 @@ def test_normalize(text, expected):
 def test_parsers():
     assert [E.parse_letter(t) for t in ["B", "B.", "(C) circle", "the answer is D", "none"]] == ["B", "B", "C", "D", ""]
     assert [E.parse_yes_no(t) for t in ["Yes.", "no, there is not", "maybe"]] == ["yes", "no", ""]
+    assert [E.parse_yes_no(t) for t in ["red circle, yes", "Cross, yes.", "green"]] == ["yes", "yes", ""]
     assert E.parse_digits("4 7") == "47" and E.parse_digits("seven") == "7"
     assert E.is_correct("count", "three", "3") and not E.is_correct("count", "4", "3")
     assert E.is_correct("ocr", "1 4 5", "145") and E.is_correct("mcq", "A.", "A")
