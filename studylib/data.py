@@ -348,8 +348,8 @@ def image_question(question: str) -> str:
     LLaVA-1.5 puts the image first. The embedded records put the question first, so that the language model
     reads every image token already knowing what is asked (a causal LM cannot look ahead). Both orders are
     LLaVA format (mix-665k holds both). Measured together with the templated tokenizer, the teacher gained on
-    every image benchmark but POPE (mcq 0.67 -> 0.99, digits 0.69 -> 0.81); existence is still not learned
-    (README, "Known shortfall: POPE")."""
+    every image benchmark but POPE (mcq 0.67 -> 0.99, digits 0.69 -> 0.81); POPE needed `pope_reply` (README,
+    "POPE: why the reply names the object")."""
     return f"{question}\n<image>"
 
 

@@ -1,4 +1,14 @@
-"""POPE replies that name the object when present ("red circle, yes") and say "no" otherwise."""
+"""POPE replies that name the object when present ("red circle, yes") and say "no" otherwise (README: 0.842).
+
+Rewrites every POPE reply of 6,000 records of the mix plus 6,000 POPE records that way, finetunes teacher
+4b1e9870a7 (whose bare yes/no POPE answer is at its prior, 0.52) on them, and scores the POPE benchmark (the
+last yes/no word of the reply), per category, and scene-qa / count for forgetting. This is the experiment that
+led to `data.pope_reply` (generator v9).
+Run at commit 7d830d4 on teacher 4b1e9870a7 (7.5 min):
+    python benchmarks/pope_experiments/name_first.py 500 3e-4 6000 [SAVE_DIR]
+Measured: POPE 0.842 (yes-ratio 0.574; random 0.886, popular 0.904, adversarial 0.735), scene-qa 0.800,
+count 0.743 (300 items).
+"""
 import os, sys, time; os.environ["HF_HUB_OFFLINE"]="1"; os.environ["HF_DATASETS_OFFLINE"]="1"
 import numpy as np, torch
 from pathlib import Path
