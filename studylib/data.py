@@ -261,12 +261,13 @@ def pope_reply(question: str, answer: str) -> str:
 
     The benchmark's answer stays "yes"/"no"; `evaluation.parse_yes_no` reads the first "yes"/"no" word of the
     reply (as POPE's own rule, which reads "no" in the first sentence, would). Why name the object: a bare
-    "yes"/"no" was never learned here (it stayed at its prior through every variant tried, README "POPE"): its
-    one token must compare the question's object with the image, and neither alone predicts it. Our reading of
-    why naming works: the first token's logit for an object word is then the LM's copy of that word from the
-    question plus the image's evidence for it, both learned directly (copying; presence, as in captions), and
-    "no" wins when the copy alone is not enough. 500 finetuning steps of the previous teacher on such replies
-    took POPE from 0.52 to 0.84 (`benchmarks/pope_experiments/name_first.py`).
+    "yes"/"no" was never learned here (it stayed at its prior through every variant tried; README, "POPE: why
+    the reply names the object"): its one token must compare the question's object with the image, and neither
+    alone predicts it. Our reading of why naming works: the first token's logit for an object word is then the
+    LM's copy of that word from the question plus the image's evidence for it, both learned directly (copying;
+    presence, as in captions), and "no" wins when the copy alone is not enough. 500 finetuning steps of the
+    previous teacher on such replies took POPE from 0.52 to 0.84 (`benchmarks/pope_experiments/name_first.py`);
+    the teacher trained from scratch on them scores 0.78.
     """
     if answer == "no":
         return "no"
@@ -372,7 +373,8 @@ def make_record(family: str, rng: np.random.Generator, idx: int, split: str) -> 
     conv = []
     for i, (q, a, qtype, _) in enumerate(turns):
         human = image_question(q) if image is not None and i == 0 else q
-        conv += [{"from": "human", "value": human}, {"from": "gpt", "value": pope_reply(q, a) if qtype == "pope" else a}]
+        reply = pope_reply(q, a) if qtype == "pope" else a
+        conv += [{"from": "human", "value": human}, {"from": "gpt", "value": reply}]
     _, answer, qtype, category = turns[0]
     return {"id": f"{family}-{idx:06d}", "image": image, "family": family, "conversations": conv,
             "answer": answer, "qtype": qtype, "category": category}
