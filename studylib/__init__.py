@@ -1,3 +1,5 @@
-"""studylib: structural pruning and recovery of multimodal LLMs (the reference toolkit and study)."""
+"""studylib: structural pruning and recovery of multimodal LLMs (the reference toolkit and study).
 
-from . import pruned_modeling  # noqa: F401  registers Pruned* configs/models with AutoConfig/AutoModel
+Importing the package itself is cheap (the command line starts at once). `studylib.pruned_modeling`, which
+`studylib.models` imports, registers the pruned_* configs and models with transformers' Auto classes.
+"""

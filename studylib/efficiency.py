@@ -48,7 +48,6 @@ Against the ideal (`speedups`), for every model m and the baseline (unpruned) mo
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import functools
 import gc
@@ -67,8 +66,8 @@ import torch
 from torch import nn
 
 from . import pruning as P
+from . import validate as V
 
-DEVICES = ("cpu", "cuda")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # metric -> (unit, True when lower is better, None when neither). Rows with batch_size <NA> are per model.
 METRICS: dict[str, tuple[str, bool | None]] = {
@@ -97,20 +96,9 @@ MB = 2**20
 
 
 def check_device(device: str | torch.device) -> torch.device:
-    """'cpu', 'cuda' or 'cuda:N' as a torch.device; 'cuda' without a usable GPU is an error."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        dev = None
-    if dev is None or dev.type not in DEVICES:
-        raise ValueError(f"device must be one of {', '.join(DEVICES)} (or cuda:N); got {device!r}")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} needs a GPU, but torch.cuda.is_available() is False "
-                             f"(torch {torch.__version__}, CUDA {torch.version.cuda}); use device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {str(device)!r}: only {torch.cuda.device_count()} GPU(s) visible")
-    return dev
+    """'cpu', 'cuda', 'cuda:N' or 'mps' as a torch.device; one that is not on this machine is an error naming
+    those that are (`validate.device`)."""
+    return V.device("device", str(device) if device is not None else device)
 
 
 def check_batch_sizes(sizes) -> list[int]:
@@ -739,31 +727,7 @@ def op_profile(model: nn.Module, inputs: dict, device: str | torch.device = "cpu
 
 
 # ----------------------------------------------------------------------------------------------
-# Command line: `studylib bench` (wired into studylib.cli by `add_bench_parser`)
-
-
-def add_bench_parser(subparsers) -> argparse.ArgumentParser:
-    """Add `studylib bench MODEL [MODEL ...] [--batch-sizes 1,8,32] [--new-tokens N] [--device cpu|cuda] --out F`."""
-    b = subparsers.add_parser(
-        "bench", help="measure latency, throughput and memory of checkpoints against the ideal speedup",
-        description="Prefill latency, decode tokens/s, throughput per batch size and peak memory of every MODEL in "
-                    "one process (interleaved runs after a warm-up), with parameters and FLOPs; speedups of each "
-                    "model against the first, next to the ideal (FLOP and parameter ratios).")
-    b.add_argument("models", nargs="+", metavar="MODEL",
-                   help="checkpoint folders; the first is the baseline (the unpruned model)")
-    b.add_argument("--batch-sizes", default="1,8,32", metavar="B,B", help="comma-separated (default 1,8,32)")
-    b.add_argument("--new-tokens", type=int, default=16, metavar="N", help="greedy decode steps (default 16; 0: none)")
-    b.add_argument("--device", default="cpu", metavar="{cpu,cuda}", help="cpu (default) or cuda (cuda:N)")
-    b.add_argument("--dtype", default="float32", metavar="{float32,float16,bfloat16}", help="default float32")
-    b.add_argument("--repeats", type=int, default=5, metavar="R", help="timed rounds (default 5)")
-    b.add_argument("--warmup", type=int, default=1, metavar="W", help="unrecorded rounds first (default 1)")
-    b.add_argument("--threads", type=int, default=None, metavar="T", help="torch CPU threads (default: torch's)")
-    b.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the benchmark items used as inputs")
-    b.add_argument("--trust-remote-code", action="store_true",
-                   help="allow a checkpoint that ships its own modeling code (e.g. Bunny, converted to LLaVA)")
-    b.add_argument("--out", required=True, metavar="FILE.json")
-    b.set_defaults(func=cmd_bench)
-    return b
+# Command line: `studylib bench` (its parser is in studylib.cli)
 
 
 @dataclass
@@ -782,7 +746,7 @@ class BenchSettings:
 def bench_settings(args) -> BenchSettings:
     """Check every argument of `studylib bench` before any model is loaded."""
     sizes = parse_batch_sizes(args.batch_sizes)
-    _check_int("--new-tokens", args.new_tokens, 0)
+    _check_int("--new-tokens", args.new_tokens, 1)
     _check_int("--repeats", args.repeats, 1)
     _check_int("--warmup", args.warmup, 0)
     _check_int("--seed", args.seed, 0)
@@ -790,10 +754,7 @@ def bench_settings(args) -> BenchSettings:
         _check_int("--threads", args.threads, 1)
     if args.dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}; got {args.dtype!r}")
-    try:
-        device = check_device(args.device)
-    except ValueError as e:
-        raise ValueError(f"--device: {e}") from None
+    device = V.device("--device", args.device)
     if len(set(args.models)) != len(args.models):
         raise ValueError(f"MODEL: each checkpoint once, please; got {args.models}")
     for m in args.models:
@@ -839,9 +800,9 @@ def cmd_bench(args) -> None:
 
 
 __all__ = [
-    "DEVICES", "METRICS", "TIMED", "PeakMemory", "BenchSettings", "check_device", "check_batch_sizes",
+    "METRICS", "TIMED", "PeakMemory", "BenchSettings", "check_device", "check_batch_sizes",
     "parse_batch_sizes", "flops_per_token", "weight_bytes", "parts", "counted_flops", "benchmark_inputs",
     "synthetic_inputs", "run_once", "run_order", "measure", "measure_runs", "memory_method", "value", "speedups",
-    "summary", "print_speed_tables", "markdown", "to_records", "closest_widths", "part_times", "op_profile", "add_bench_parser",
+    "summary", "print_speed_tables", "markdown", "to_records", "closest_widths", "part_times", "op_profile",
     "bench_settings", "cmd_bench",
 ]

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from . import data as D
+from . import pruned_modeling  # noqa: F401  registers pruned_* configs/models with the Auto classes
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
 CHAT_TEMPLATE = (
@@ -244,10 +245,42 @@ def results_home(name_or_path: str | Path, root: str | Path) -> Path:
 
 
 def _read_json(path: Path) -> dict:
+    """A JSON object from a checkpoint's file; a missing, unreadable or non-object file names itself."""
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{str(path.parent)!r} is not a checkpoint folder: it has no {path.name}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): the checkpoint is damaged; re-save or re-download it") \
+            from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object: the checkpoint is damaged")
+    return value
+
+
+def check_safetensors(path: Path) -> None:
+    """Raise a ValueError naming `path` when its safetensors header does not read or does not cover the file
+    (a truncated or otherwise damaged file); safetensors itself validates the header against the file size."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            f.keys()
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} is damaged ({e}); re-save or re-download it") from None
+
+
+def check_weights(folder: Path) -> None:
+    """Every weight file of a checkpoint folder reads: safetensors headers, or .bin through
+    `torch.load(weights_only=True)`."""
+    for f in weight_files(folder):
+        if f.suffix == ".safetensors":
+            check_safetensors(f)
+        else:
+            try:
+                torch.load(f, map_location="meta", weights_only=True, mmap=True)
+            except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged pickle-free file
+                raise ValueError(f"{f} is damaged ({type(e).__name__}: {e}); re-save or re-download it") from None
 
 
 def checkpoint_kind(config: dict) -> str:
@@ -301,7 +334,12 @@ def checkpoint_config(name_or_path: str | Path, trust_remote_code: bool = False)
 
 def decoder_layers(config: dict) -> int:
     """Number of decoder blocks of the language model, from a config.json dict (LLaVA or Bunny)."""
-    return int(config.get("text_config", config)["num_hidden_layers"])
+    text = config.get("text_config", config)
+    n = text.get("num_hidden_layers") if isinstance(text, dict) else None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        where = "text_config.num_hidden_layers" if "text_config" in config else "num_hidden_layers"
+        raise ValueError(f"config.json has no valid {where} (got {n!r}): the checkpoint's config is damaged")
+    return n
 
 
 def _download(repo_id: str, trust_remote_code: bool) -> Path:
@@ -371,6 +409,8 @@ def load(name_or_path: str | Path, dtype=torch.float32, trust_remote_code: bool 
     folder = where if isinstance(where, Path) else _download(where, trust_remote_code)
     config = _read_json(folder / "config.json")
     kind = check_trust(name, config, trust_remote_code)
+    decoder_layers(config)
+    check_weights(folder)
     if kind == "bunny":
         return load_bunny(folder, config, dtype)
 
@@ -378,13 +418,34 @@ def load(name_or_path: str | Path, dtype=torch.float32, trust_remote_code: bool 
 
     safetensors = weight_files(folder)[0].suffix == ".safetensors"
     remote = kind == "remote"
-    model = AutoModelForImageTextToText.from_pretrained(str(folder), dtype=dtype, use_safetensors=safetensors,
-                                                        trust_remote_code=remote)
+    try:
+        model, info = AutoModelForImageTextToText.from_pretrained(
+            str(folder), dtype=dtype, use_safetensors=safetensors, trust_remote_code=remote, output_loading_info=True)
+    except (KeyError, TypeError, AttributeError, RuntimeError) as e:  # a config that does not build, shapes that
+        raise ValueError(f"{folder}: config.json and the weights do not make a model ({type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else ''})") from None
+    check_loading_info(folder, info)
     if type(model).__name__ not in SUPPORTED_ARCHITECTURES:
         raise ValueError(f"{name!r} loaded as {type(model).__name__}; studylib handles "
                          f"{', '.join(SUPPORTED_ARCHITECTURES)}")
-    processor = AutoProcessor.from_pretrained(str(folder), trust_remote_code=remote)
+    try:
+        processor = AutoProcessor.from_pretrained(str(folder), trust_remote_code=remote)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{folder}: the processor (tokenizer and image processor files) does not load "
+                         f"({type(e).__name__}: {str(e).strip()[:300]})") from None
     return model.eval(), processor
+
+
+def check_loading_info(folder: Path, info: dict) -> None:
+    """Refuse a checkpoint whose weights do not match its config: transformers would initialise missing
+    weights at random and drop unexpected ones, and the model would still run."""
+    problems = [f"{len(info[k])} {what} ({', '.join(sorted(map(str, info[k]))[:4])}"
+                f"{', ...' if len(info[k]) > 4 else ''})"
+                for k, what in (("missing_keys", "weights missing"), ("unexpected_keys", "unexpected weights"),
+                                ("mismatched_keys", "weights of the wrong shape")) if info.get(k)]
+    if problems:
+        raise ValueError(f"{folder}: the weights do not match config.json: {'; '.join(problems)}. The checkpoint is "
+                         "damaged or its config was edited; re-save or re-download it")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -48,10 +48,8 @@ from torch import nn
 
 # importing pruned_modeling registers the Pruned* classes with the Auto classes
 from .pruned_modeling import LAYER_FIELDS, PRUNED_CLASSES, base_family, is_pruned_config, layer_config
+from .validate import LAYER_CRITERIA, PARADIGMS, WIDTH_CRITERIA  # noqa: F401  (the names users pass)
 
-PARADIGMS = ("layerwise", "widthwise")
-LAYER_CRITERIA = ("bi", "angular", "loss", "deepest", "random")
-WIDTH_CRITERIA = ("taylor", "taylor-vector", "l1", "l2", "activation", "wanda", "random")
 REDUCTIONS = ("sum", "mean", "max")
 TOKENS = ("all", "image", "text")
 MLLM_CLASSES = ("LlavaForConditionalGeneration", "LlavaNextForConditionalGeneration")
@@ -771,6 +769,11 @@ def _plan_layers(model, info: LMInfo, scores: LayerScores, ratio, layers, n_laye
     max_n = min(len(candidates), num - 1)  # at least one block stays
     if n_layers is None:
         n = round(ratio * lm_before / mean_block)  # nearest whole number of blocks
+        if n == 0 and ratio > 0:
+            raise ValueError(
+                f"ratio={ratio} removes no decoder block: one block is {mean_block / lm_before:.3f} of the LM "
+                f"parameters and the ratio is rounded to whole blocks, so a ratio above "
+                f"{0.5 * mean_block / lm_before:.3f} removes one (or give n_layers=1)")
         if n > max_n:
             raise ValueError(
                 f"ratio={ratio} needs {n} blocks but at most {max_n} of layers {candidates} can be removed: "

@@ -47,10 +47,8 @@ from . import data as D
 from . import models as M
 from .pruning import PruningPlan, _hidden_out, describe_lm
 
-TRAIN_MODES = ("projector", "lora", "full")
-LOSSES = ("ce", "kl", "hidden", "ce+kl", "ce+hidden", "ce+hidden+kl")
-KL_POSITIONS = ("answer", "all")
-TEACHER_INPUTS = ("own", "student")
+from . import validate as V
+from .validate import KL_POSITIONS, LOSSES, TEACHER_INPUTS, TRAIN_MODES  # noqa: F401  (the names users pass)
 
 
 @dataclass
@@ -96,32 +94,31 @@ class RecoveryResult:
 
 
 def _check_choice(name: str, value, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not valid; allowed: {', '.join(map(str, allowed))}")
+    V.choice(name, value, allowed)
 
 
 def check_config(cfg: RecoveryConfig) -> None:
     """Raise a ValueError naming the parameter and its allowed values for any bad setting."""
-    _check_choice("train", cfg.train, TRAIN_MODES)
-    _check_choice("loss", cfg.loss, LOSSES)
-    _check_choice("kl_positions", cfg.kl_positions, KL_POSITIONS)
-    _check_choice("teacher_input", cfg.teacher_input, TEACHER_INPUTS)
-    if not 0.0 <= cfg.alpha <= 1.0:
-        raise ValueError(f"alpha={cfg.alpha} must lie in [0, 1] (loss = alpha * KD + (1 - alpha) * CE)")
-    if not cfg.temperature > 0:
-        raise ValueError(f"temperature={cfg.temperature} must be > 0")
-    for name in ("epochs", "lr"):
-        if not getattr(cfg, name) > 0:
-            raise ValueError(f"{name}={getattr(cfg, name)} must be > 0")
-    for name in ("batch_size", "lora_rank", "n_train", "grad_accum"):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}={v!r} must be an integer >= 1")
+    for name, allowed in (("train", TRAIN_MODES), ("loss", LOSSES), ("kl_positions", KL_POSITIONS),
+                          ("teacher_input", TEACHER_INPUTS)):
+        V.choice(name, getattr(cfg, name), allowed)
+    V.number("alpha", cfg.alpha, 0, 1)  # loss = alpha * KD + (1 - alpha) * CE
+    V.number("temperature", cfg.temperature, 0, low_open=True)
+    V.number("epochs", cfg.epochs, 0, low_open=True)
+    V.number("lr", cfg.lr, 0, low_open=True)
+    V.number("warmup_ratio", cfg.warmup_ratio, 0, 1)
+    V.number("lora_dropout", cfg.lora_dropout, 0, 1, high_open=True)
+    for name in ("batch_size", "lora_rank", "lora_alpha", "n_train", "grad_accum"):
+        V.integer(name, getattr(cfg, name), 1)
+    for name in ("seed", "save_steps", "threads"):
+        V.integer(name, getattr(cfg, name), 0)
+    for j in cfg.hidden_layers:
+        V.integer("hidden_layers", j)  # negative: counted from the last block (checked against the model later)
     check_fraction(cfg.data_fraction)
 
 
 def check_fraction(value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"data_fraction={value!r} must be a fraction in (0, 1] or a count >= 1")
     if isinstance(value, float) and not 0.0 < value <= 1.0:
         raise ValueError(f"data_fraction={value} must be a fraction in (0, 1] (or an integer count >= 1)")
@@ -485,9 +482,9 @@ def recover(student, teacher, data, cfg: RecoveryConfig, out_dir: str | Path, pr
     model.train()
     trainer = _make_trainer_class()(model=model, args=args, train_dataset=tds, data_collator=D.Collator(processor),
                                     teacher=teacher if uses_teacher(cfg.loss) else None, cfg=cfg, pairs=pairs)
-    resume = any((out_dir / "_trainer").glob("checkpoint-*"))
+    resume = last_complete_checkpoint(out_dir / "_trainer")
     try:
-        trainer.train(resume_from_checkpoint=True if resume else None)
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     finally:
         trainer.s_capture.remove()
         if hasattr(trainer, "t_capture"):
@@ -506,7 +503,7 @@ def recover(student, teacher, data, cfg: RecoveryConfig, out_dir: str | Path, pr
         final.save_pretrained(out_dir)
     log = [row for row in trainer.state.log_history if "loss" in row]
     metrics = {"config": asdict(cfg), "examples": len(tds), "of_examples": len(data), "steps": steps,
-               "processes": args.world_size, "resumed": resume, "trainable_params": n_trainable, "params": params,
+               "processes": args.world_size, "resumed": resume is not None, "trainable_params": n_trainable, "params": params,
                "layer_pairs": pairs, "train_seconds": round(t_train, 1), "train_ce_before": round(ce_before, 5),
                "train_ce_after": round(ce_after, 5)}
     processor.save_pretrained(out_dir)
@@ -516,6 +513,31 @@ def recover(student, teacher, data, cfg: RecoveryConfig, out_dir: str | Path, pr
     (out_dir / "recovery_metrics.json").write_text(json.dumps(metrics, indent=1))
     shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
     return RecoveryResult(out_dir, metrics, log)
+
+
+def last_complete_checkpoint(trainer_dir: Path, log=print) -> Path | None:
+    """The newest Trainer checkpoint that was written to the end, or None.
+
+    Trainer writes a checkpoint's weights, optimizer and scheduler first and `trainer_state.json` last, so a
+    checkpoint is complete when that file parses and every safetensors file in it reads (a kill or a full disk
+    during the save leaves it missing or truncated). Incomplete ones are renamed `incomplete-checkpoint-N`
+    (kept for inspection, never resumed from) and reported."""
+    found = sorted((p for p in Path(trainer_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]))
+    for ckpt in reversed(found):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+            for f in ckpt.glob("*.safetensors"):
+                M.check_safetensors(f)
+            if not any(ckpt.glob("*.safetensors")):
+                raise ValueError("no weights")
+            return ckpt
+        except (OSError, ValueError) as e:
+            aside = ckpt.with_name(f"incomplete-{ckpt.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            ckpt.rename(aside)
+            log(f"recovery: {ckpt} was not written to the end ({e}); not resumed from, moved to {aside.name}")
+    return None
 
 
 def _check_parallel_setup(args, cfg: RecoveryConfig) -> bool:

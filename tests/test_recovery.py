@@ -139,14 +139,19 @@ def test_parse_fraction():
 
 
 @pytest.mark.parametrize("field, value, match", [
-    ("train", "adapter", "train='adapter'.*projector, lora, full"),
-    ("loss", "mse", "loss='mse'.*ce, kl, hidden, ce\\+kl"),
-    ("kl_positions", "image", "kl_positions='image'"),
-    ("teacher_input", "both", "teacher_input='both'"),
-    ("alpha", 1.5, r"alpha=1.5 must lie in \[0, 1\]"),
-    ("temperature", 0.0, "temperature=0.0 must be > 0"),
-    ("epochs", 0, "epochs=0 must be > 0"),
-    ("batch_size", 0, "batch_size=0 must be an integer"),
+    ("train", "adapter", "train must be one of projector, lora, full; got 'adapter'"),
+    ("loss", "mse", "loss must be one of ce, kl, hidden, ce\\+kl.*got 'mse'"),
+    ("kl_positions", "image", "kl_positions must be one of answer, all; got 'image'"),
+    ("teacher_input", "both", "teacher_input must be one of own, student; got 'both'"),
+    ("alpha", 1.5, r"alpha must be a finite number >= 0 and <= 1; got 1.5"),
+    ("temperature", 0.0, "temperature must be a finite number > 0; got 0"),
+    ("temperature", float("inf"), "temperature must be a finite number > 0; got inf"),
+    ("lr", float("inf"), "lr must be a finite number > 0; got inf"),
+    ("lr", float("nan"), "lr must be a finite number > 0; got nan"),
+    ("epochs", 0, "epochs must be a finite number > 0; got 0"),
+    ("batch_size", 0, "batch_size must be an integer >= 1; got 0"),
+    ("save_steps", -1, "save_steps must be an integer >= 0; got -1"),
+    ("data_fraction", float("nan"), "data_fraction=nan must be a fraction"),
 ])
 def test_bad_config(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -365,7 +370,9 @@ def test_cli_recover_end_to_end(setting, tmp_path, capsys, cache_dir):
     (["--train", "lora", "--loss", "ce", "--data-fraction", "1.5"], r"fraction in \(0, 1\]"),
     (["--train", "lora", "--loss", "ce", "--data-fraction", "0.00001"], "selects no example"),
     (["--train", "lora", "--loss", "ce+kl"], "pass --teacher DIR"),
-    (["--train", "lora", "--loss", "ce", "--alpha", "2"], r"alpha=2.0 must lie in \[0, 1\]"),
+    (["--train", "lora", "--loss", "ce", "--alpha", "2"], r"argument --alpha: must be a finite number >= 0 and <= 1"),
+    (["--train", "lora", "--loss", "ce", "--lr", "inf"], r"argument --lr: must be a finite number > 0; got inf"),
+    (["--train", "lora", "--loss", "ce", "--save-steps", "-1"], r"argument --save-steps: must be an integer >= 0"),
     (["--train", "lora", "--loss", "ce", "--lora-targets", "wq"], "lora_targets \\['wq'\\].*q_proj"),
 ])
 def test_cli_bad_input_is_reported_before_training(setting, tmp_path, capsys, extra, match, cache_dir):
