@@ -238,7 +238,11 @@ def _recovery_config(args):
         given["hidden_layers"] = [V.integer("--hidden-layers", int(x) if x.lstrip("-").isdigit() else x)
                                   for x in args.hidden_layers]
     if args.data_fraction is not None:
-        given["data_fraction"] = R.parse_fraction(args.data_fraction)
+        try:
+            given["data_fraction"] = R.parse_fraction(args.data_fraction)
+            R.check_fraction(given["data_fraction"])
+        except ValueError as e:
+            raise ValueError(f"--data-fraction {args.data_fraction}: {e}") from None
     cfg = R.RecoveryConfig(train=args.train, loss=args.loss, bf16=args.bf16,
                            gradient_checkpointing=args.gradient_checkpointing, **given)
     R.check_config(cfg)

@@ -418,12 +418,19 @@ def load(name_or_path: str | Path, dtype=torch.float32, trust_remote_code: bool 
 
     safetensors = weight_files(folder)[0].suffix == ".safetensors"
     remote = kind == "remote"
-    try:
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report would repeat, as a table, what check_loading_info says
+    try:  # mismatched shapes are loaded as "reinitialised" and then refused by check_loading_info, by name
         model, info = AutoModelForImageTextToText.from_pretrained(
-            str(folder), dtype=dtype, use_safetensors=safetensors, trust_remote_code=remote, output_loading_info=True)
-    except (KeyError, TypeError, AttributeError, RuntimeError) as e:  # a config that does not build, shapes that
+            str(folder), dtype=dtype, use_safetensors=safetensors, trust_remote_code=remote, output_loading_info=True,
+            ignore_mismatched_sizes=True)
+    except (KeyError, TypeError, AttributeError, RuntimeError) as e:  # a config that does not build
         raise ValueError(f"{folder}: config.json and the weights do not make a model ({type(e).__name__}: "
                          f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else ''})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     check_loading_info(folder, info)
     if type(model).__name__ not in SUPPORTED_ARCHITECTURES:
         raise ValueError(f"{name!r} loaded as {type(model).__name__}; studylib handles "
@@ -439,7 +446,7 @@ def load(name_or_path: str | Path, dtype=torch.float32, trust_remote_code: bool 
 def check_loading_info(folder: Path, info: dict) -> None:
     """Refuse a checkpoint whose weights do not match its config: transformers would initialise missing
     weights at random and drop unexpected ones, and the model would still run."""
-    problems = [f"{len(info[k])} {what} ({', '.join(sorted(map(str, info[k]))[:4])}"
+    problems = [f"{len(info[k])} {what} ({', '.join(sorted(str(x[0] if isinstance(x, tuple) else x) for x in info[k])[:4])}"
                 f"{', ...' if len(info[k]) > 4 else ''})"
                 for k, what in (("missing_keys", "weights missing"), ("unexpected_keys", "unexpected weights"),
                                 ("mismatched_keys", "weights of the wrong shape")) if info.get(k)]

@@ -503,7 +503,8 @@ def recover(student, teacher, data, cfg: RecoveryConfig, out_dir: str | Path, pr
         final.save_pretrained(out_dir)
     log = [row for row in trainer.state.log_history if "loss" in row]
     metrics = {"config": asdict(cfg), "examples": len(tds), "of_examples": len(data), "steps": steps,
-               "processes": args.world_size, "resumed": resume is not None, "trainable_params": n_trainable, "params": params,
+               "processes": args.world_size, "resumed": resume is not None,
+               "resumed_from": resume.name if resume else None, "trainable_params": n_trainable, "params": params,
                "layer_pairs": pairs, "train_seconds": round(t_train, 1), "train_ce_before": round(ce_before, 5),
                "train_ce_after": round(ce_after, 5)}
     processor.save_pretrained(out_dir)

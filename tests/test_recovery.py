@@ -3,6 +3,7 @@ resuming, the CLI and its input checks."""
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -298,6 +299,99 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(setting, tmp_path, 
     straight = R.recover(student, None, setting["data"], cfg, tmp_path / "straight", setting["processor"], plan=plan)
     assert not straight.metrics["resumed"]
     a, _ = M.load(tmp_path / "out")
+    b, _ = M.load(tmp_path / "straight")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(va, vb, atol=1e-5), k
+
+
+def test_a_half_written_checkpoint_is_not_resumed_from(setting, tmp_path, monkeypatch, capsys):
+    """A kill or a full disk during a save leaves a checkpoint without trainer_state.json (Trainer writes it
+    last) or with truncated weights: the rerun resumes from the newest complete one and says so."""
+    from transformers import TrainerCallback
+
+    cfg = quick(train="full", loss="ce", data_fraction=48, save_steps=2)  # 6 steps, checkpoints at 2 and 4
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 5:
+                raise KeyboardInterrupt
+
+    make = R._make_trainer_class
+
+    def crashing():
+        class CrashingTrainer(make()):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, callbacks=[Crash()], **kw)
+        return CrashingTrainer
+
+    monkeypatch.setattr(R, "_make_trainer_class", crashing)
+    student, plan = pruned(setting)
+    with pytest.raises(KeyboardInterrupt):
+        R.recover(student, None, setting["data"], cfg, tmp_path / "out", setting["processor"], plan=plan)
+    trainer_dir = tmp_path / "out" / "_trainer"
+    assert [p.name for p in trainer_dir.iterdir()] == ["checkpoint-4"]  # save_total_limit=1
+    cut = trainer_dir / "checkpoint-6"  # the save of step 6 was cut short: weights truncated, no trainer state
+    cut.mkdir()
+    data = (trainer_dir / "checkpoint-4" / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(data[: len(data) // 2])
+    monkeypatch.setattr(R, "_make_trainer_class", make)
+    student, plan = pruned(setting)
+    resumed = R.recover(student, None, setting["data"], cfg, tmp_path / "out", setting["processor"], plan=plan)
+    assert "checkpoint-6 was not written to the end" in capsys.readouterr().out
+    assert resumed.metrics["resumed_from"] == "checkpoint-4" and [r["step"] for r in resumed.log] == [1, 2, 3, 4, 5, 6]
+    student, plan = pruned(setting)
+    straight = R.recover(student, None, setting["data"], cfg, tmp_path / "straight", setting["processor"], plan=plan)
+    a, _ = M.load(tmp_path / "out")
+    b, _ = M.load(tmp_path / "straight")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(va, vb, atol=1e-5), k
+
+
+def test_no_complete_checkpoint_means_a_fresh_start(tmp_path):
+    for name, files in (("checkpoint-2", {"trainer_state.json": "{"}), ("checkpoint-4", {"model.safetensors": "x"}),
+                        ("checkpoint-6", {})):
+        (tmp_path / name).mkdir()
+        for f, text in files.items():
+            (tmp_path / name / f).write_text(text)
+    said = []
+    assert R.last_complete_checkpoint(tmp_path, log=said.append) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "incomplete-checkpoint-2", "incomplete-checkpoint-4", "incomplete-checkpoint-6"]
+    assert len(said) == 3 and all("not resumed from" in m for m in said)
+
+
+def test_kill_9_during_recovery_then_rerun_gives_the_uninterrupted_weights(setting, tmp_path, cache_dir):
+    """`studylib recover` killed with SIGKILL mid-training (saving a checkpoint every 2 steps), rerun to the
+    end: the same final weights as a run that was never interrupted."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    student_dir = tmp_path / "student"
+    student, plan = pruned(setting)
+    P.save_pruned(student, plan, None, student_dir, processor=setting["processor"])
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def args(out):
+        return [sys.executable, "-m", "studylib.cli", "recover", str(student_dir), "--train", "full", "--loss", "ce",
+                "--data-fraction", "160", "--batch-size", "4", "--lr", "1e-3", "--save-steps", "2",
+                "--n-train", str(N_TRAIN), "--cache", str(cache_dir), "--out", str(out)]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(args(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (killed / "_trainer" / "checkpoint-4" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "recovery_metrics.json").exists()
+    for out in (killed, tmp_path / "straight"):
+        r = subprocess.run(args(out), env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    assert json.loads((killed / "recovery_metrics.json").read_text())["resumed"]
+    a, _ = M.load(killed)
     b, _ = M.load(tmp_path / "straight")
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.allclose(va, vb, atol=1e-5), k
