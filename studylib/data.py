@@ -447,7 +447,12 @@ def build_dataset(split: str, n: int, seed: int = 0, cache_dir: str | Path | Non
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     path = cache / f"v{GENERATOR_VERSION}-{split}-n{n}-s{seed}"
     if (path / "dataset_info.json").exists():
-        return load_from_disk(str(path))
+        try:
+            return load_from_disk(str(path))
+        except (OSError, ValueError) as e:  # a damaged cache (e.g. a truncated arrow file) is made again
+            aside = path.with_name(f"{path.name}.damaged{os.getpid()}")
+            path.rename(aside)
+            print(f"data cache {path} does not load ({type(e).__name__}); moved to {aside.name} and regenerated")
     recs = generate_records(split, n, seed)
     ds = Dataset.from_list(recs, features=features())
     fp = hashlib.sha256(f"studylib-data v{GENERATOR_VERSION} {split} {n} {seed}".encode()).hexdigest()[:16]

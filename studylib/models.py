@@ -258,6 +258,10 @@ def _read_json(path: Path) -> dict:
     return value
 
 
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "tokenizer_config.json",
+                   "special_tokens_map.json", "generation_config.json")
+
+
 def check_safetensors(path: Path) -> None:
     """Raise a ValueError naming `path` when its safetensors header does not read or does not cover the file
     (a truncated or otherwise damaged file); safetensors itself validates the header against the file size."""
@@ -410,6 +414,9 @@ def load(name_or_path: str | Path, dtype=torch.float32, trust_remote_code: bool 
     config = _read_json(folder / "config.json")
     kind = check_trust(name, config, trust_remote_code)
     decoder_layers(config)
+    for other in PROCESSOR_FILES:  # transformers falls back to defaults for some of these when they do not parse
+        if (folder / other).exists():
+            _read_json(folder / other)
     check_weights(folder)
     if kind == "bunny":
         return load_bunny(folder, config, dtype)

@@ -728,7 +728,12 @@ class PruningPlan:
 
     @classmethod
     def load(cls, path) -> "PruningPlan":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read pruning_plan.json; a damaged or foreign file is a ValueError naming it."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{path} is not a pruning plan written by studylib ({type(e).__name__}: {e}); "
+                             "prune the model again") from None
 
 
 def _widths(info: LMInfo) -> list[list[int]]:

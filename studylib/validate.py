@@ -189,9 +189,13 @@ def output_path(name: str, path, inputs=(), *, kind: str = "folder") -> Path:
         raise ValueError(f"{name} {path} exists and is not a folder")
     if kind == "file" and out.is_dir():
         raise ValueError(f"{name} {path} is a folder; give a file name")
-    existing = next(p for p in [out, *out.parents] if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"{name} {path}: {existing} cannot be written")
+    if kind == "file" and out.exists() and not os.access(out, os.W_OK):
+        raise ValueError(f"{name} {path} cannot be written")
+    existing = next(p for p in (out.parents if kind == "file" else [out, *out.parents]) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{name} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} {path}: the folder {existing} cannot be written")
     return out
 
 
@@ -207,13 +211,15 @@ def input_file(name: str, path) -> Path:
 # The same checks as argparse types (argparse then prints "argument --lr: must be ...", exit code 2)
 
 
-def _arg(why, convert):
-    """An argparse type: `why(text)` says what is wrong (or None), `convert(text)` makes the value."""
+def _arg(why, convert, checks: str):
+    """An argparse type: `why(text)` says what is wrong (or None), `convert(text)` makes the value;
+    `checks` ("number", "device", "list") says what it checks, for the tests."""
     def parse(text: str):
         problem = why(text)
         if problem:
             raise argparse.ArgumentTypeError(problem)
         return convert(text)
+    parse.checks = checks
     return parse
 
 
@@ -233,20 +239,20 @@ def _as_int(text: str):
 
 def arg_int(minimum: int | None = None, maximum: int | None = None):
     """argparse type: an integer in [minimum, maximum]."""
-    return _arg(lambda t: _why_int(_as_int(t), minimum, maximum), int)
+    return _arg(lambda t: _why_int(_as_int(t), minimum, maximum), int, "number")
 
 
 def arg_number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
                high_open: bool = False):
     """argparse type: a finite number in the interval."""
-    return _arg(lambda t: _why_number(_as_number(t), low, high, low_open, high_open), float)
+    return _arg(lambda t: _why_number(_as_number(t), low, high, low_open, high_open), float, "number")
 
 
 def arg_device():
     """argparse type: the spelling of a device (its presence is checked before the model loads)."""
-    return _arg(_why_device, str)
+    return _arg(_why_device, str, "device")
 
 
 def arg_csv(allowed=None):
     """argparse type: a non-empty comma-separated list (of `allowed` names when given)."""
-    return _arg(lambda t: _why_csv(t, allowed), lambda t: [x.strip() for x in t.split(",") if x.strip()])
+    return _arg(lambda t: _why_csv(t, allowed), lambda t: [x.strip() for x in t.split(",") if x.strip()], "list")

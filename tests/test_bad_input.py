@@ -191,6 +191,15 @@ def damage(kind: str, folder: Path) -> str:
     if kind == "weight-wrong-shape":
         _rewrite_weights(folder, lambda s: s | {k: torch.zeros(3, 3) for k in s if "layers.0.mlp.down_proj" in k})
         return "1 weights of the wrong shape (model.language_model.layers.0.mlp.down_proj.weight)"
+    if kind == "processor-config-a-list":
+        (folder / "preprocessor_config.json").write_text("[1]")
+        return "preprocessor_config.json holds a JSON list"
+    if kind == "tokenizer-not-json":
+        (folder / "tokenizer.json").write_text("{bad")
+        return "the processor (tokenizer and image processor files) does not load"
+    if kind == "plan-not-json":
+        (folder / "pruning_plan.json").write_text("{")
+        return "pruning_plan.json is not a pruning plan written by studylib"
     if kind == "no-weights":
         weights.unlink()
         return "no model weights"
@@ -199,7 +208,7 @@ def damage(kind: str, folder: Path) -> str:
 
 DAMAGES = ["config-not-json", "config-a-list", "config-no-layer-count", "weights-cut-in-data",
            "weights-cut-in-header", "weights-empty", "weight-missing", "weight-unexpected", "weight-wrong-shape",
-           "no-weights"]
+           "processor-config-a-list", "tokenizer-not-json", "no-weights"]
 
 
 def command(cmd: str, model: Path, tmp: Path, cache) -> list:
@@ -235,6 +244,30 @@ def test_a_damaged_teacher_is_a_clear_error(tiny_teacher, tmp_path, cache_dir, c
                      "--data-fraction", "8", "--n-train", N_TRAIN, "--cache", cache_dir, "--out", tmp_path / "r"],
                     capsys)
     assert_clear_error(code, err, needle)
+
+
+def test_a_damaged_pruning_plan_is_a_clear_error(tiny_teacher, tmp_path, cache_dir, capsys):
+    student = tmp_path / "student"
+    assert run(command("prune", tiny_teacher, tmp_path, cache_dir)[:-1] + [student], capsys)[0] == 0
+    needle = damage("plan-not-json", student)
+    assert_clear_error(*run(command("recover", student, tmp_path, cache_dir), capsys), needle)
+
+
+def test_a_damaged_data_cache_is_made_again(tmp_path, capsys):
+    first = D.build_dataset("count", 6, 0, tmp_path)
+    ids, fingerprint = list(first["id"]), first._fingerprint  # before the file it maps is damaged
+    (arrow,) = (tmp_path / f"v{D.GENERATOR_VERSION}-count-n6-s0").glob("*.arrow")
+    arrow.write_bytes(arrow.read_bytes()[:100])
+    again = D.build_dataset("count", 6, 0, tmp_path)
+    assert "does not load" in capsys.readouterr().out
+    assert list(again["id"]) == ids and again._fingerprint == fingerprint
+
+
+def test_an_output_file_may_be_written_again(tmp_path):
+    (tmp_path / "e.json").write_text("{}")
+    assert V.output_path("--out", tmp_path / "e.json", kind="file") == (tmp_path / "e.json").absolute()
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        V.output_path("--out", tmp_path / "e.json" / "x.json", kind="file")
 
 
 def test_the_library_refuses_missing_weights_too(tiny_teacher, tmp_path):
