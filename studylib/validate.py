@@ -176,15 +176,18 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def output_path(name: str, path, inputs=(), *, kind: str = "folder") -> Path:
-    """Where a command writes: not one of its inputs, not inside an input folder (a model folder would be
-    overwritten), not an existing thing of the other kind, and in a folder that can be written."""
+    """Where a command writes: not one of its inputs; a folder not inside an input folder nor holding one (a
+    model would be overwritten), a file not over an existing file of an input folder; not an existing thing of
+    the other kind; in a folder that can be written."""
     out = Path(path).expanduser().absolute()
     for given in inputs:
         if given is None:
             continue
         src = Path(given).expanduser().absolute()
-        if out == src or (src.is_dir() and _inside(out, src)) or (kind == "folder" and _inside(src, out)):
-            raise ValueError(f"{name} {path} would overwrite the input {given}: write to another folder")
+        inside = src.is_dir() and _inside(out, src) and (kind == "folder" or out.exists())  # a new file beside
+        if out == src or inside or (kind == "folder" and _inside(src, out)):  # a model's files is harmless
+            raise ValueError(f"{name} {path} would overwrite the input {given}: write to another "
+                             f"{'folder' if kind == 'folder' else 'file'}")
     if kind == "folder" and out.exists() and not out.is_dir():
         raise ValueError(f"{name} {path} exists and is not a folder")
     if kind == "file" and out.is_dir():

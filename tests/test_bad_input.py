@@ -323,6 +323,9 @@ def test_evaluate_checks_reference_and_out_before_evaluating(tiny_teacher, tmp_p
     assert_clear_error(code, err, "--out", "is a folder")
     code, err = run([*base, "--reference", tmp_path / "other.json", "--out", tmp_path / "other.json"], capsys)
     assert_clear_error(code, err, "would overwrite the input")
+    code, err = run([*base, "--out", tiny_teacher / "config.json"], capsys)
+    assert_clear_error(code, err, "would overwrite the input")
+    assert V.output_path("--out", tiny_teacher / "new-eval.json", [tiny_teacher], kind="file")  # beside: fine
 
 
 def test_an_unwritable_out_is_a_clear_error(tiny_teacher, tmp_path, cache_dir, capsys, monkeypatch):
