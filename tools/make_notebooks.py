@@ -1180,25 +1180,90 @@ write("99_report", [
 This page is computed from the run records of the last sweep (`reports/runs/<run-id>.json`, one per
 executed notebook); nothing on it is written by hand. **AVG %** is the mean over benchmarks of
 $100\,s_b(\text{model})/s_b(\text{teacher})$, the study's measure; the **compression ratio** is the fraction of
-language-model parameters removed. Each notebook's own page (linked from the index) shows the details.
+language-model parameters removed (requested, and as achieved: layerwise pruning removes whole blocks).
+Each notebook's own page (linked from the index) shows the details.
 """),
     code(SETUP),
     code("""
 runs_dir = "../reports/runs"   # where the sweep wrote its run records
 fraction = 0.05                # the data share the claims and the decision guide are read at
 metrics_path = "../reports/summary.json"
+reports_dir = ""               # folder of the rendered page, for figures/ and tables/ (empty: that of metrics_path)
 """, tags=["parameters"]),
     code("""
+import matplotlib as mpl
 import numpy as np
 from pathlib import Path
 from studylib import report as R, sweep as S
+reports_dir = Path(reports_dir or os.path.dirname(os.path.abspath(metrics_path)))
+figures, tables = reports_dir / "figures", reports_dir / "tables"
 records = S.collect(Path(runs_dir))
-by_notebook = pd.Series([r["notebook"] for r in records]).value_counts().sort_index()
 table = R.retention(records)
-undefined = table["avg_percent"].isna().sum()  # only when a teacher scores 0 everywhere (smoke runs)
+undefined = int(table["avg_percent"].isna().sum())  # only when a teacher scores 0 everywhere (smoke runs)
 table = table.dropna(subset=["avg_percent"])
-print(f"{len(records)} finished runs in {runs_dir}" + (f"; {undefined} points without AVG % left out" if undefined else ""))
-by_notebook.to_frame("runs")
+counts = pd.Series([r["notebook"] for r in records], dtype=object).value_counts().sort_index()
+print(f"{len(records)} finished runs" + (f"; {undefined} points without AVG % (the teacher scores 0 on every "
+                                         "benchmark) left out" if undefined else ""))
+R.show(pd.DataFrame({"notebook": [R.SECTIONS.get(n, n) for n in counts.index], "runs": counts.to_numpy()}))
+"""),
+    md("""
+## The study's claims against this sweep
+
+Each row states the test applied to our measurements; "no evidence" means the sweep did not measure what
+the claim needs (run a larger grid, e.g. `configs/full.yaml`).
+"""),
+    code("""
+claims = R.claims_table(table, fraction)
+guide = R.decision_guide(table, fraction)
+assert len(claims) == len(R.CLAIMS) and set(claims["held"]) <= {"yes", "no", "no evidence"}
+assert table["avg_percent"].dropna().between(0, 200).all(), "AVG % values are percentages"
+R.show(claims[["claim", "held", "study", "this run", "test"]], verdict="held",
+       rename={"held": "verdict", "study": "the study (LLaVA-v1.5-7B)", "this run": "this sweep"})
+"""),
+    md("""
+## Retention against the achieved compression, for each paradigm and recipe
+
+"no recovery" is pruning alone (notebooks 01 and 02); the other lines are recoveries (notebooks 03 and 04)
+with the data share above. Each line starts at the teacher (0 %, 100 %); the dotted line is 95 % of the
+teacher (the study's data-efficiency goal). The x axis is the *achieved* share of LM parameters removed.
+"""),
+    code("""
+view = table[(table["recipe"] == "none") | ((table["fraction"] - fraction).abs() < 1e-9)]
+fig = R.retention_figure(view)
+if fig is not None:
+    R.save_figure(fig, figures / "retention.png")
+    plt.show()
+    piv = view.assign(recipe=view["recipe"].map(R.recipe_label)).pivot_table(
+        index=["paradigm", "ratio"], columns="recipe", values="avg_percent", aggfunc="max").reset_index()
+    R.show(piv, caption="AVG % of the teacher, by requested ratio", percent=["ratio"],
+           digits={c: 1 for c in piv.columns if c not in ("paradigm", "ratio")}, rename={"ratio": "requested ratio"})
+else:
+    print("no AVG % measured in this sweep")
+"""),
+    md("""
+## Per benchmark, at each ratio (radar plots, as the study's Figure 1)
+
+Each axis is one benchmark, as % of the teacher's score; the dashed ring is the teacher (100 %).
+"""),
+    code("""
+rel = R.relative_by_benchmark(records).dropna(subset=["relative"])
+rel = rel[(rel["recipe"] == "none") | ((rel["fraction"] - fraction).abs() < 1e-9)]
+fig = R.radar_figure(rel)
+if fig is not None:
+    R.save_figure(fig, figures / "radar.png")
+    plt.show()
+else:
+    print("no per-benchmark scores relative to the teacher in this sweep (or fewer than 3 benchmarks)")
+"""),
+    md("""
+## Decision guide (computed from this sweep)
+
+For each compression band and training budget, the paradigm and recipe that retained most here, with the
+data share above. "not worth it" marks bands where even the best choice keeps under 80 % of the teacher.
+"""),
+    code("""
+R.show(guide.assign(recipe=guide["recipe"].map(R.recipe_label)) if len(guide) else guide, percent=["ratio"],
+       digits={"AVG %": 1}, rename={"ratio": "at ratio"})
 """),
     md("## The teacher"),
     code("""
@@ -1207,107 +1272,89 @@ if teachers:
     t = teachers[-1]["metrics"]
     scores = pd.DataFrame({"score": t["scores"], "blank images": t["blank_image_scores"], "chance": t["chance"]})
     scores = scores.drop(index="image_mean", errors="ignore")
-    ax = scores[["score", "blank images"]].plot.bar(figsize=(8, 3.5))
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    scores[["score", "blank images"]].plot.bar(ax=ax)
     ax.scatter(range(len(scores)), scores["chance"], color="k", marker="_", s=400, zorder=3, label="chance")
-    ax.set(ylim=(0, 1), ylabel="accuracy", title="teacher: accuracy, with blank images, and chance"); ax.legend()
+    ax.set(ylim=(0, 1), ylabel="accuracy", xlabel="benchmark", title="teacher: accuracy, with blank images, and chance")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     plt.xticks(rotation=20); plt.show()
-    display(scores.round(3))
+    R.show(scores.rename_axis("benchmark").reset_index(), digits=3)
 else:
     print("no 00_teacher run in this sweep")
-"""),
-    md("""
-## Retention against compression, for each paradigm and recipe
-
-`none` is pruning without recovery (notebooks 01 and 02); the other lines are recoveries (notebook 03) with
-the data share above. The dashed line is 95 % of the teacher (the study's data-efficiency goal).
-"""),
-    code("""
-view = table[(table["recipe"] == "none") | ((table["fraction"] - fraction).abs() < 1e-9)]
-if len(view):
-    g = sns.relplot(data=view, x="ratio", y="avg_percent", hue="recipe", col="paradigm", kind="line", marker="o",
-                    height=3.8, aspect=1.2, facet_kws={"sharey": True})
-    for ax in g.axes.flat:
-        ax.axhline(95, color="k", ls="--", lw=1)
-    g.set(xlabel="compression (requested LM ratio)", ylabel="AVG % of teacher")
-    plt.show()
-    display(view.pivot_table(index=["paradigm", "ratio"], columns="recipe", values="avg_percent").round(1))
-"""),
-    md("## Per benchmark at one ratio (radar plots, as the study's Figure 1)"),
-    code("""
-rel = R.relative_by_benchmark(records).dropna(subset=["relative"])
-rel = rel[(rel["recipe"] == "none") | ((rel["fraction"] - fraction).abs() < 1e-9)]
-common = sorted(set(rel["ratio"].round(2)))
-radar_ratio = 0.30 if 0.30 in common else (common[0] if common else None)
-if radar_ratio is not None:
-    sub = rel[rel["ratio"].round(2) == radar_ratio]
-    paradigms = sorted(sub["paradigm"].unique())
-    fig, axes = plt.subplots(1, len(paradigms), subplot_kw={"projection": "polar"}, figsize=(6 * len(paradigms), 5))
-    for ax, p in zip(np.atleast_1d(axes), paradigms):
-        piv = sub[sub["paradigm"] == p].pivot_table(index="benchmark", columns="recipe", values="relative")
-        angles = np.linspace(0, 2 * np.pi, len(piv), endpoint=False).tolist()
-        for recipe in piv.columns:
-            vals = piv[recipe].tolist()
-            ax.plot(angles + angles[:1], vals + vals[:1], marker="o", label=recipe)
-        ax.set_xticks(angles); ax.set_xticklabels(piv.index); ax.set_title(f"{p} {radar_ratio:.0%}: % of teacher")
-        ax.set_ylim(0, 110)
-    np.atleast_1d(axes)[-1].legend(loc="upper left", bbox_to_anchor=(1.05, 1.0), fontsize=8)
-    plt.show()
 """),
     md("## Layer importance across depth (notebook 01)"),
     code("""
 layer_runs = [r for r in records if r["notebook"] == "01_layerwise"]
 if layer_runs:
     imp = layer_runs[-1]["metrics"]["importance"]
-    prof = pd.DataFrame([{"criterion": c, "block": i, "score": v} for c, s in imp.items() for i, v in enumerate(s)])
+    prof = pd.DataFrame([{"criterion": R.criterion_label(c), "block": i, "score": v}
+                         for c, s in imp.items() for i, v in enumerate(s)])
     grp = prof.groupby("criterion")["score"]
     prof["normalised"] = (prof["score"] - grp.transform("min")) / (grp.transform("max") - grp.transform("min")).replace(0, 1)
-    ax = sns.lineplot(data=prof, x="block", y="normalised", hue="criterion", marker="o")
-    ax.set(ylabel="importance (min-max per criterion)", title="lowest blocks are removed first"); plt.show()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    sns.lineplot(data=prof, x="block", y="normalised", hue="criterion", marker="o", ax=ax)
+    ax.set(xlabel="decoder block", ylabel="importance (min-max per criterion)", title="lowest blocks are removed first")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="criterion"); plt.show()
+else:
+    print("no 01_layerwise run in this sweep")
 """),
     md("## Data efficiency (notebook 04)"),
     code("""
 curve = table[table["run_id"].isin([r["run_id"] for r in records if r["notebook"] == "04_data_efficiency"])]
 if len(curve):
-    ax = sns.lineplot(data=curve, x="fraction", y="avg_percent", hue="recipe", style="paradigm", marker="o")
-    ax.axhline(95, color="k", ls="--", lw=1)
-    ax.set(xscale="log", xlabel="share of the instruction data", ylabel="AVG % of teacher"); plt.show()
-    display(curve[["paradigm", "ratio", "recipe", "fraction", "avg_percent"]].round(3))
+    curve = curve.assign(recipe=curve["recipe"].map(R.recipe_label))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    sns.lineplot(data=curve, x="fraction", y="avg_percent", hue="recipe", style="paradigm", marker="o", ax=ax)
+    ax.axhline(95, color="k", ls=":", lw=1, label="95 % of the teacher")
+    ax.set(xscale="log", xlabel="share of the instruction data (log scale)", ylabel="AVG % of the teacher")
+    ax.set_xticks(sorted(curve["fraction"].unique())); ax.minorticks_off()
+    ax.xaxis.set_major_formatter(mpl.ticker.PercentFormatter(1.0, decimals=0))
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False); plt.show()
+    R.show(curve[["paradigm", "ratio", "recipe", "fraction", "avg_percent"]], percent=["ratio", "fraction"],
+           digits={"avg_percent": 1}, rename={"avg_percent": "AVG %", "fraction": "data share", "ratio": "requested ratio"})
+else:
+    print("no AVG % from a 04_data_efficiency run in this sweep")
 """),
-    md("## Efficiency (notebook 05)"),
+    md("""
+## Speed and memory (notebook 05)
+
+Prefill at the goal batch size: the paired speedup against the teacher (median, with the interquartile range
+over repeats in brackets), the ideal from LM FLOPs, and the share of the ideal reached. Every model, batch size
+and metric is in the linked CSV.
+"""),
     code("""
 eff = [r for r in records if r["notebook"] == "05_efficiency"]
 if eff and isinstance(eff[-1]["metrics"].get("speedups"), list):
-    display(pd.DataFrame(eff[-1]["metrics"]["speedups"]))
+    m = eff[-1]["metrics"]
+    R.show(R.efficiency_summary(m), percent=["requested", "achieved"],
+           digits={"median": 1, "speedup": 2, "ideal": 2, "share_of_ideal": 0},
+           units={"median": "ms", "speedup": "\u00d7", "ideal": "\u00d7", "share_of_ideal": "%"},
+           rename={"median": "prefill", "achieved": "achieved LM ratio", "round_to": "round to",
+                   "share_of_ideal": "share of ideal"},
+           caption=f"prefill, batch {m.get('goal_batch_size')}, on {m.get('device', 'cpu')}",
+           csv=tables / "efficiency.csv", link_from=reports_dir, full=pd.DataFrame(m["speedups"]))
 else:
-    print("no efficiency run in this sweep" if not eff else "see the 05_efficiency page")
+    print("no efficiency run in this sweep")
 """),
     md("""
-## Decision guide (computed from this run)
+## Every retention point
 
-For each compression band and training budget, the paradigm and recipe that retained most here, with the
-data share above. "not worth it" marks bands where even the best choice keeps under 80 % of the teacher.
+The long table behind the figures above (one row per measured point); the page shows its first rows, the CSV
+holds all.
 """),
     code("""
-guide = R.decision_guide(table, fraction)
-guide
-"""),
-    md("""
-## The study's claims against this run
-
-Each row states the test applied to our measurements; "no evidence" means the sweep did not measure what
-the claim needs (run a larger grid, e.g. `configs/full.yaml`).
-"""),
-    code("""
-claims = R.claims_table(table, fraction)
-assert len(claims) == len(R.CLAIMS) and set(claims["held"]) <= {"yes", "no", "no evidence"}
-assert table["avg_percent"].dropna().between(0, 200).all(), "AVG % values are percentages"
-with pd.option_context("display.max_colwidth", None):
-    display(claims)
-summary = {"notebook": "99_report", "runs": len(records), "claims": claims.to_dict(orient="records"),
-           "decision_guide": guide.to_dict(orient="records"), "retention": table.to_dict(orient="records")}
+R.show(table.assign(recipe=table["recipe"].map(R.recipe_label), criterion=table["criterion"].map(R.criterion_label))
+       .drop(columns=["run_id"]),
+       percent=["ratio", "lm_ratio", "fraction"], digits={"avg_percent": 1}, max_rows=15,
+       rename={"ratio": "requested ratio", "lm_ratio": "achieved LM ratio", "fraction": "data share",
+               "avg_percent": "AVG %"},
+       csv=tables / "retention.csv", link_from=reports_dir)
+summary = {"notebook": "99_report", "runs": len(records), "fraction": fraction,
+           "claims": claims.to_dict(orient="records"), "decision_guide": guide.to_dict(orient="records"),
+           "retention": table.to_dict(orient="records"),
+           "figures": sorted(p.name for p in figures.glob("*.png")) if figures.exists() else []}
 os.makedirs(os.path.dirname(os.path.abspath(metrics_path)), exist_ok=True)
 with open(metrics_path, "w") as f:
     json.dump(summary, f, indent=1, default=str)
-print(f"summary written to {metrics_path}")
 """),
 ])
