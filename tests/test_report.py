@@ -145,10 +145,8 @@ def visible(text: str) -> str:
 ABSOLUTE = re.compile(r"(?<![\w.~:/\\\u2026-])/(?:[\w.@+-]+/)+[\w.@+-]*")
 
 
-def test_every_link_and_image_resolves(report):
-    reports = report["reports"]
-    assert len(pages(reports)) == 2 + len(report["records"])
-    assert 'href="gemma/index.html"' in report["index"].read_text()
+def check_links(reports: Path):
+    """Every href and src of every page resolves to a file inside the report folder; nothing needs the network."""
     for page in pages(reports):
         text = page.read_text()
         refs = re.findall(r'(?:href|src)="([^"#]+)"', text)
@@ -162,21 +160,22 @@ def test_every_link_and_image_resolves(report):
             assert reports.resolve() in target.parents, f"{page.name}: {ref} leaves the report folder"
 
 
-def test_math_is_typeset_offline_by_a_local_mathjax(report):
-    for page in pages(report["reports"]):
+def check_math(reports: Path):
+    """No CDN; a page with raw `$...$` left for the browser loads the local MathJax, which is there."""
+    for page in pages(reports):
         text = page.read_text()
         assert "cdnjs" not in text and "cdn.jsdelivr" not in text and "require.min.js" not in text, page.name
-        if re.search(r"\$[^$\n]+\$", visible(text)):  # raw math left: MathJax must be there, and local
+        if re.search(r"\$[^$\n]+\$", visible(text)):
             src = re.findall(r'<script[^>]+src="([^"]*MathJax\.js)"', text)
             assert src, f"{page.name}: math without MathJax"
             assert (page.parent / src[0]).exists(), f"{page.name}: {src[0]} missing"
-    assert (report["reports"] / "mathjax" / "config" / "TeX-AMS-MML_HTMLorMML-full.js").exists()
-    assert list((report["reports"] / "mathjax" / "fonts").rglob("*.woff")), "the web fonts travel with the pages"
+    assert (reports / "mathjax" / "config" / "TeX-AMS-MML_HTMLorMML-full.js").exists()
+    assert list((reports / "mathjax" / "fonts").rglob("*.woff")), "the web fonts travel with the pages"
 
 
-def test_no_warning_traceback_stderr_or_absolute_path_on_any_page(report):
-    roots = {str(report["tmp"]), str(ROOT), str(Path.home())}
-    for page in pages(report["reports"]):
+def check_clean(reports: Path, roots: set[str]):
+    """No warning, traceback or stderr, and none of this machine's absolute paths, on any page."""
+    for page in pages(reports):
         text = page.read_text()
         seen = visible(text)
         for word in ("Warning", "Traceback", "IProgress", "stderr"):
@@ -184,6 +183,20 @@ def test_no_warning_traceback_stderr_or_absolute_path_on_any_page(report):
         for root in roots:
             assert root not in text, f"{page.name} shows the absolute path {root}"
         assert not ABSOLUTE.findall(seen), f"{page.name}: {ABSOLUTE.findall(seen)[:3]}"
+
+
+def test_every_link_and_image_resolves(report):
+    assert len(pages(report["reports"])) == 2 + len(report["records"])
+    assert 'href="gemma/index.html"' in report["index"].read_text()
+    check_links(report["reports"])
+
+
+def test_math_is_typeset_offline_by_a_local_mathjax(report):
+    check_math(report["reports"])
+
+
+def test_no_warning_traceback_stderr_or_absolute_path_on_any_page(report):
+    check_clean(report["reports"], {str(report["tmp"]), str(ROOT), str(Path.home())})
     run_page = (report["reports"] / "pages" / "00_teacher-aaaa.html").read_text()
     assert "\u2026/ckpt/teacher-x" in run_page and "runs/.00_teacher-aaaa.json" in run_page, "paths shown short"
     assert "<th>0</th>" not in run_page, "a RangeIndex column is dropped from tables"
@@ -251,3 +264,27 @@ def test_scrub_paths_and_range_index():
     assert "<th>0</th>" in t and "<th>0</th>" not in R.drop_range_index(t)
     named = pd.DataFrame({"a": [1, 2]}, index=["x", "y"]).to_html()
     assert R.drop_range_index(named) == named
+
+
+@pytest.mark.slow
+def test_the_smoke_sweeps_report_is_clean(tmp_path, cache_dir):
+    """configs/smoke.yaml through the sweep, then its report, with the checks above (minutes: not in make test;
+    `pytest -m slow tests/test_report.py`)."""
+    import yaml
+
+    from studylib import sweep as S
+
+    cfg = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+    cfg["defaults"] |= {"checkpoint_root": str(tmp_path / "ckpt"), "cache_dir": str(cache_dir)}
+    cells = S.expand(cfg, "smoke.yaml")
+    runs, reports = tmp_path / "reports" / "runs", tmp_path / "reports"
+    result = S.sweep(cells, runs=runs, jobs=2, log=print)
+    assert not result["failed"] and not result["blocked"]
+    index = R.build_report(runs, reports)
+    check_links(reports)
+    check_math(reports)
+    check_clean(reports, {str(tmp_path), str(ROOT), str(Path.home())})
+    text = index.read_text()
+    for rec in S.collect(runs):
+        assert html.escape(R.scrub_paths(R.run_title(rec), [(str(reports.resolve()), "reports")])) in text
+    assert "Recovery: widthwise L2 30 %, LoRA, CE + hidden KD, 16 examples (8 % of the data)" in text
