@@ -331,7 +331,8 @@ def test_cli_sweep_bad_input(tmp_path, capsys):
 
     assert cli.main(["sweep", str(tmp_path / "none.yaml")]) == 2
     assert "does not exist; configs: default.yaml" in capsys.readouterr().err
-    assert cli.main(["sweep", str(ROOT / "configs" / "smoke.yaml"), "--jobs", "0"]) == 2
-    assert "--jobs 0 must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # argparse: a bad number
+        cli.main(["sweep", str(ROOT / "configs" / "smoke.yaml"), "--jobs", "0"])
+    assert e.value.code == 2 and "argument --jobs: must be an integer >= 1; got 0" in capsys.readouterr().err
     assert cli.main(["sweep", str(ROOT / "configs" / "smoke.yaml"), "--only", "zzz*"]) == 2
     assert "matches no cell" in capsys.readouterr().err
