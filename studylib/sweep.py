@@ -20,6 +20,16 @@ executed notebook is renamed into place); a cell whose result exists is skipped.
 cell and a rerun finishes only what is missing. A failing cell is recorded in `<run-id>.failed.json` and
 does not stop the others (cells that come after it are skipped); the sweep then exits non-zero.
 
+One sweep at a time writes into a runs folder: `sweep` holds a lock on it (`runs/.sweep.lock`, see
+`studylib.files`) and a second sweep into the same folder is refused at once, before it touches anything.
+Partial files carry the writing process's host and pid, so two writers never share one. A runs folder that
+cannot be written (read-only, full) stops the sweep with an error naming the folder and the reason; finished
+records are never deleted or overwritten by a failed write.
+
+`load_config` checks a config file against the notebooks: top-level keys (`defaults`, `cells`), notebook
+names (a plain name of a file in notebooks/), and every parameter name against the notebook's `parameters`
+cell (see `check_parameters`), so that a typo is an error instead of a run with the notebook's defaults.
+
 Cells run in subprocesses (`python -m papermill`), `--jobs` at a time, with the CPU threads split
 between them (OMP_NUM_THREADS). This is written here because papermill runs one notebook and no library
 of the stack schedules a small dependency graph of notebooks with result caching.
@@ -31,18 +41,27 @@ records are the same files, so a sweep can be resumed locally or on the cluster 
 
 from __future__ import annotations
 
+import ast
+import difflib
+import errno
 import fnmatch
+import glob
 import hashlib
 import itertools
 import json
 import os
 import platform
+import re
+import socket
 import subprocess
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import files
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -72,12 +91,37 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def _notebook_path(name) -> Path:
+    """notebooks/<name>.ipynb for a plain notebook name (no folder, no suffix: `../x` or `/x` are refused)."""
+    valid = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if not p.name.startswith("."))
+    if not isinstance(name, str) or name not in valid:
+        hint = difflib.get_close_matches(str(name), valid, n=1)
+        raise ValueError(f"unknown notebook {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") +
+                         f"; valid notebooks are: {', '.join(valid)} (the name of a file in {NOTEBOOKS}, "
+                         "without .ipynb)")
+    return NOTEBOOKS / f"{name}.ipynb"
+
+
 def _notebook_hash(name: str) -> str:
-    path = NOTEBOOKS / f"{name}.ipynb"
-    if not path.exists():
-        valid = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
-        raise ValueError(f"unknown notebook {name!r}; valid notebooks are: {', '.join(valid)}")
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+    return hashlib.sha256(_notebook_path(name).read_bytes()).hexdigest()[:10]
+
+
+def notebook_parameters(name: str) -> list[str]:
+    """The names the `parameters`-tagged cell of notebooks/<name>.ipynb assigns (what papermill overrides)."""
+    nb = json.loads(_notebook_path(name).read_text())
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+            names: list[str] = []
+            for node in ast.walk(ast.parse(source)):
+                targets = node.targets if isinstance(node, ast.Assign) else \
+                    [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+                for t in targets:
+                    for n in ast.walk(t):
+                        if isinstance(n, ast.Name) and n.id not in names:
+                            names.append(n.id)
+            return names
+    return []
 
 
 def _grid(grid: dict) -> list[tuple[dict, list]]:
@@ -101,22 +145,49 @@ def _grid(grid: dict) -> list[tuple[dict, list]]:
     return combos
 
 
-def expand(config: dict, source: str = "config") -> list[Cell]:
-    """The cells of a config, with their run ids and dependencies, in an order that respects `after`."""
+TOP_KEYS = ("defaults", "cells")
+CELL_KEYS = ("notebook", "parameters", "grid", "after")
+INJECTED = ("metrics_path",)  # set by the sweep for every cell (`run_cell`): not for a config to set
+
+
+def _did_you_mean(name, valid) -> str:
+    hint = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
+def expand(config: dict, source: str = "config", check_names: bool = False) -> list[Cell]:
+    """The cells of a config, with their run ids and dependencies, in an order that respects `after`.
+
+    Checks the structure (top-level keys, cell keys, notebook names, grids); `check_names=True` (what
+    `load_config` uses) also checks every parameter name against the notebooks (`check_parameters`)."""
+    if isinstance(config, dict):
+        unknown = [k for k in config if k not in TOP_KEYS]
+        if unknown:
+            raise ValueError(f"{source}: unknown top-level key {unknown[0]!r}{_did_you_mean(unknown[0], TOP_KEYS)}; "
+                             f"allowed: {', '.join(TOP_KEYS)}")
     if not isinstance(config, dict) or not isinstance(config.get("cells"), list) or not config["cells"]:
         raise ValueError(f"{source}: expected 'cells:' with a list of {{notebook, parameters, grid, after}} entries")
     defaults = config.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ValueError(f"{source}: 'defaults' must map parameter names to values, got {defaults!r}")
     cells: list[Cell] = []
     by_notebook: dict[str, list[str]] = {}
     for i, entry in enumerate(config["cells"]):
         if not isinstance(entry, dict) or "notebook" not in entry:
             raise ValueError(f"{source}: cell {i} has no 'notebook'")
-        unknown = set(entry) - {"notebook", "parameters", "grid", "after"}
+        unknown = set(entry) - set(CELL_KEYS)
         if unknown:
-            raise ValueError(f"{source}: cell {i} has unknown keys {sorted(unknown)}; allowed: notebook, parameters, "
-                             "grid, after")
+            first = sorted(unknown)[0]
+            raise ValueError(f"{source}: cell {i} has unknown keys {sorted(unknown)}{_did_you_mean(first, CELL_KEYS)}; "
+                             f"allowed: {', '.join(CELL_KEYS)}")
         name = entry["notebook"]
-        nb_hash = _notebook_hash(name)
+        try:
+            nb_hash = _notebook_hash(name)
+        except ValueError as e:
+            raise ValueError(f"{source}: cell {i}: {e}") from None
+        if not isinstance(entry.get("parameters") or {}, dict):
+            raise ValueError(f"{source}: cell {i} ({name}): 'parameters' must map parameter names to values, "
+                             f"got {entry['parameters']!r}")
         after_names = entry.get("after") or []
         missing = [a for a in after_names if a not in by_notebook]
         if missing:
@@ -133,7 +204,48 @@ def expand(config: dict, source: str = "config") -> list[Cell]:
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise ValueError(f"{source}: cells {dup} are listed twice with the same parameters")
+    if check_names:
+        check_parameters(config, source)
     return cells
+
+
+def check_parameters(config: dict, source: str = "config") -> None:
+    """Every parameter a config sets must be one its notebook has (a name its `parameters` cell assigns);
+    else ValueError naming the file, the cell and notebook, the name, a close match and the valid names.
+
+    - a cell's `parameters`, and its `grid`: a grid key whose elements are plain values is a parameter; in a
+      dict element every key but `label` is one (the grid key of dict elements only names them);
+    - `defaults` go to every cell, and papermill passes a name the notebook lacks on with a mere warning; a
+      default must be a parameter of at least one notebook of the config (so `lr` for the recovery notebooks,
+      next to pruning-only ones, is accepted, and a name no notebook has is a typo);
+    - `metrics_path` is set by the sweep itself and refused here."""
+    defaults = config.get("defaults") or {}
+    cells = config["cells"]
+    known = {e["notebook"]: notebook_parameters(e["notebook"]) for e in cells}
+
+    def bad(name, valid, where):
+        if name in INJECTED:
+            return ValueError(f"{source}: {where}: {name!r} is set by the sweep for every cell; remove it")
+        return ValueError(f"{source}: {where}: unknown parameter {name!r}{_did_you_mean(name, valid)}; "
+                          f"valid names: {', '.join(v for v in valid if v not in INJECTED)}")
+
+    everywhere = sorted({p for names in known.values() for p in names})
+    for key in defaults:
+        if key in INJECTED or key not in everywhere:
+            raise bad(key, everywhere, f"defaults (given to {', '.join(known)})")
+    for i, entry in enumerate(cells):
+        name = entry["notebook"]
+        valid = known[name]
+        where = f"cell {i} ({name})"
+        for key in entry.get("parameters") or {}:
+            if key in INJECTED or key not in valid:
+                raise bad(key, valid, f"{where} parameters")
+        for key, values in (entry.get("grid") or {}).items():
+            for value in values:
+                keys = [k for k in value if k != "label"] if isinstance(value, dict) else [key]
+                for k in keys:
+                    if k in INJECTED or k not in valid:
+                        raise bad(k, valid, f"{where} grid {key!r}")
 
 
 def load_config(path: str | Path) -> list[Cell]:
@@ -143,7 +255,7 @@ def load_config(path: str | Path) -> list[Cell]:
     if not path.is_file():
         raise FileNotFoundError(f"config {path} does not exist; configs: "
                                 f"{', '.join(sorted(p.name for p in (ROOT / 'configs').glob('*.yaml')))}")
-    return expand(yaml.safe_load(path.read_text()), str(path))
+    return expand(yaml.safe_load(path.read_text()), str(path), check_names=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -158,10 +270,53 @@ def is_done(run_id: str, runs: Path = RUNS) -> bool:
     return result_path(run_id, runs).exists()
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+class RunsFolderError(ValueError):
+    """The runs folder cannot be written (read-only, full, no permission): the sweep stops, records stay."""
+
+
+def _unwritable(runs: Path, err: OSError, doing: str) -> RunsFolderError:
+    reason = errno.errorcode.get(err.errno, str(err.errno)) if err.errno else type(err).__name__
+    return RunsFolderError(f"cannot write to the runs folder {runs} ({doing}): {err.strerror or err} ({reason}); "
+                           "finished records there are kept: free space, fix its permissions, or use another --out")
+
+
+def _write(runs: Path, path: Path, text: str) -> None:
+    """`files.atomic_write` into the runs folder; an OSError becomes a RunsFolderError naming folder and reason."""
+    try:
+        files.atomic_write(path, text)
+    except OSError as e:
+        raise _unwritable(runs, e, f"writing {path.name}") from e
+
+
+def _writer() -> str:
+    """This process as part of a file name: host and pid (two writers never share a partial file)."""
+    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:20] or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def _partials(runs: Path, run_id: str) -> list[Path]:
+    return [p for p in runs.glob(f".{glob.escape(run_id)}.*")
+            if p.name.endswith((".partial.ipynb", ".partial.json", ".params.yaml"))]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_partials(runs: Path, run_id: str) -> None:
+    """Partial files of `run_id` left by a dead process of this host (e.g. killed): removed. Those of a live
+    process, or of another host, are left alone."""
+    host = _writer().rsplit("-", 1)[0]
+    for p in _partials(runs, run_id):
+        m = re.fullmatch(rf"\.{re.escape(run_id)}\.([A-Za-z0-9]+)-(\d+)\..*", p.name)
+        if m and m.group(1) == host and int(m.group(2)) != os.getpid() and not _alive(int(m.group(2))):
+            p.unlink(missing_ok=True)
 
 
 def _versions() -> dict:
@@ -187,18 +342,27 @@ def _git_commit() -> str | None:
 
 
 def run_cell(cell: Cell, runs: Path = RUNS, threads: int | None = None) -> dict:
-    """Execute one cell with papermill in a subprocess; write `<run-id>.ipynb` then `<run-id>.json`."""
+    """Execute one cell with papermill in a subprocess; write `<run-id>.ipynb` then `<run-id>.json`.
+
+    Partial files are named after this process (`.<run-id>.<host>-<pid>.partial.ipynb`, ...). A failure is
+    recorded in `<run-id>.failed.json`, unless another writer has meanwhile finished the cell (its result is
+    never touched). A runs folder that cannot be written raises RunsFolderError."""
     import yaml
 
     runs = Path(runs).resolve()  # the notebook runs in its own folder: every path it gets is absolute
-    runs.mkdir(parents=True, exist_ok=True)
-    partial_nb = runs / f".{cell.run_id}.partial.ipynb"
-    partial_metrics = runs / f".{cell.run_id}.metrics.partial.json"
-    params_file = runs / f".{cell.run_id}.params.yaml"
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _unwritable(runs, e, "creating it") from e
+    _remove_stale_partials(runs, cell.run_id)
+    me = _writer()
+    partial_nb = runs / f".{cell.run_id}.{me}.partial.ipynb"
+    partial_metrics = runs / f".{cell.run_id}.{me}.metrics.partial.json"
+    params_file = runs / f".{cell.run_id}.{me}.params.yaml"
     for p in (partial_nb, partial_metrics):
         p.unlink(missing_ok=True)
     params = {**cell.parameters, "metrics_path": str(partial_metrics)}
-    params_file.write_text(yaml.safe_dump(params))
+    _write(runs, params_file, yaml.safe_dump(params))
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     if threads:
         env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -217,13 +381,19 @@ def run_cell(cell: Cell, runs: Path = RUNS, threads: int | None = None) -> dict:
         error = next((ln for ln in reversed(lines) if "Error" in ln or "Exception" in ln), lines[-1] if lines else "")
         record |= {"status": "failed", "error": error.strip()[:500], "log_tail": "\n".join(lines[-30:]),
                    "partial_notebook": str(partial_nb)}
-        _atomic_write(runs / f"{cell.run_id}.failed.json", json.dumps(record, indent=1))
+        partial_metrics.unlink(missing_ok=True)
+        if not is_done(cell.run_id, runs):  # a finished cell is never recorded as failed
+            _write(runs, runs / f"{cell.run_id}.failed.json", json.dumps(record, indent=1, default=str))
         return record
-    record |= {"status": "ok", "metrics": json.loads(partial_metrics.read_text())}
-    os.replace(partial_nb, runs / f"{cell.run_id}.ipynb")
-    (runs / f"{cell.run_id}.failed.json").unlink(missing_ok=True)
-    _atomic_write(result_path(cell.run_id, runs), json.dumps(record, indent=1, default=str))  # last: the marker
-    partial_metrics.unlink(missing_ok=True)
+    try:
+        record |= {"status": "ok", "metrics": json.loads(partial_metrics.read_text())}
+        os.replace(partial_nb, runs / f"{cell.run_id}.ipynb")
+        (runs / f"{cell.run_id}.failed.json").unlink(missing_ok=True)
+    except OSError as e:
+        raise _unwritable(runs, e, f"finishing {cell.run_id}") from e
+    finally:
+        partial_metrics.unlink(missing_ok=True)  # read (or unusable): the record carries the metrics
+    _write(runs, result_path(cell.run_id, runs), json.dumps(record, indent=1, default=str))  # last: the marker
     return record
 
 
@@ -244,7 +414,7 @@ def select(cells: list[Cell], only: str | None) -> list[Cell]:
     return [c for c in cells if c.run_id in chosen]
 
 
-EXECUTORS = ("local", "slurm", "submitit-local")
+from .validate import EXECUTORS  # noqa: E402
 
 
 def make_executor(kind: str, runs: Path = RUNS, jobs: int = 1, **slurm):
@@ -280,14 +450,36 @@ def sweep(cells: list[Cell], jobs: int = 1, force: bool = False, runs: Path = RU
     """Run the cells that have no result yet, respecting `after`, `jobs` at a time.
 
     `executor`: None runs cells in local subprocesses; a submitit executor (see `make_executor`) submits
-    each cell as a job and polls it. Returns {"done", "skipped", "failed", "blocked"}: lists of run ids."""
+    each cell as a job and polls it. Returns {"done", "skipped", "failed", "blocked"}: lists of run ids.
+
+    Holds the lock on `runs` throughout: a second sweep into the same folder raises `files.Busy` (a
+    ValueError naming the holder's pid) at once, having touched nothing. A runs folder that cannot be written
+    raises RunsFolderError (the cells already running finish first; finished records are kept)."""
     if jobs < 1:
         raise ValueError(f"--jobs {jobs} must be >= 1")
+    runs = Path(runs).resolve()
+    held = ExitStack()
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        held.enter_context(files.lock(runs / LOCK_NAME, f"the runs folder {runs} (another sweep writes there)"))
+    except OSError as e:
+        raise _unwritable(runs, e, "taking its lock") from e
+    with held:
+        return _sweep(cells, jobs, force, runs, log, executor, poll_seconds)
+
+
+LOCK_NAME = ".sweep.lock"
+
+
+def _sweep(cells, jobs, force, runs, log, executor, poll_seconds) -> dict:
     cores = os.cpu_count() or 1
     status: dict[str, str] = {}
     for c in cells:
         if force:
-            result_path(c.run_id, runs).unlink(missing_ok=True)
+            try:
+                result_path(c.run_id, runs).unlink(missing_ok=True)
+            except OSError as e:
+                raise _unwritable(runs, e, f"removing {c.run_id}.json for --force") from e
         elif is_done(c.run_id, runs):
             status[c.run_id] = "skipped"
     in_sweep = {c.run_id for c in cells}
@@ -336,12 +528,16 @@ def _job_result(job, cell: Cell, runs: Path) -> dict:
     """The record a finished cell returned; a job that died (e.g. killed by SLURM) becomes a failed record."""
     try:
         return job.result()
+    except RunsFolderError:
+        raise  # the folder cannot hold records: stop the sweep
     except Exception as e:  # noqa: BLE001 - any job failure is recorded, the sweep goes on
+        partial = sorted(p for p in _partials(runs, cell.run_id) if p.name.endswith(".partial.ipynb"))
         record = {"run_id": cell.run_id, "notebook": cell.notebook, "parameters": cell.parameters,
                   "after": cell.after, "seconds": 0.0, "status": "failed",
                   "error": f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"[:500],
-                  "partial_notebook": str(runs / f".{cell.run_id}.partial.ipynb")}
-        _atomic_write(runs / f"{cell.run_id}.failed.json", json.dumps(record, indent=1))
+                  "partial_notebook": str(partial[-1]) if partial else ""}
+        if not is_done(cell.run_id, runs):
+            _write(runs, runs / f"{cell.run_id}.failed.json", json.dumps(record, indent=1, default=str))
         return record
 
 
@@ -370,5 +566,9 @@ def aggregate(runs: Path = RUNS, out: Path | None = None):
         rows.append(row)
     table = pd.DataFrame(rows)
     out = out or runs / "results.csv"
-    _atomic_write(Path(out), table.to_csv(index=False))
+    out = Path(out)
+    try:
+        files.atomic_write(out, table.to_csv(index=False))
+    except OSError as e:
+        raise _unwritable(out.parent, e, f"writing {out.name}") from e
     return table

@@ -110,6 +110,8 @@ def train_teacher(cfg: TeacherConfig, out_dir: str | Path, cache_dir: str | Path
 
     D.check_names("preset", [cfg.preset], list(M.PRESETS) + list(P.PRETRAINED_PRESETS))
     pretrained = cfg.preset in P.PRETRAINED_PRESETS
+    if pretrained:  # before anything is trained (its vision teacher takes half an hour)
+        P.check_extra(root or default_checkpoint_root())
     out_dir = Path(out_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -174,21 +176,31 @@ def default_checkpoint_root() -> Path:
     return Path(__file__).resolve().parent.parent / "data" / "checkpoints"
 
 
-def ensure_teacher(cfg: TeacherConfig, root: str | Path | None = None, cache_dir=None) -> Path:
+def ensure_teacher(cfg: TeacherConfig, root: str | Path | None = None, cache_dir=None, log=print) -> Path:
     """The teacher's folder for `cfg`, trained once and cached under `root/teacher-<preset>-s<seed>-<hash>`.
 
-    Training writes to a temporary folder that is renamed at the end, so an interrupted run never leaves
-    a folder that looks finished.
+    Training writes to `<folder>.partial`, renamed at the end, so an interrupted run never leaves a folder
+    that looks finished. While it trains, the process holds a lock on `root/.<folder>.lock`
+    (`studylib.files.lock`): a second process asking for the same teacher (e.g. two sweep jobs) waits for
+    it, telling `log` once which pid it waits for, and then uses the finished folder; it never deletes the
+    `.partial` folder of a live process. The wait has no time limit: the kernel releases the lock when its
+    holder dies (even by kill -9), and the waiter then trains afresh from the start.
     """
     import shutil
+
+    from . import files
 
     root = Path(root) if root else default_checkpoint_root()
     path = root / f"teacher-{cfg.preset}-s{cfg.seed}-{config_hash(cfg)}"
     if (path / "teacher_metrics.json").exists():
         return path
-    tmp = path.with_name(path.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    train_teacher(cfg, tmp, cache_dir, root)
-    shutil.rmtree(tmp / "_trainer", ignore_errors=True)
-    tmp.rename(path)
+    root.mkdir(parents=True, exist_ok=True)
+    with files.lock(root / f".{path.name}.lock", f"the teacher folder {path}", wait=None, log=log):
+        if (path / "teacher_metrics.json").exists():  # trained by the process this one waited for
+            return path
+        tmp = path.with_name(path.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a dead process: the lock is ours
+        train_teacher(cfg, tmp, cache_dir, root)
+        shutil.rmtree(tmp / "_trainer", ignore_errors=True)
+        tmp.rename(path)
     return path
