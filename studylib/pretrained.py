@@ -179,16 +179,22 @@ def base_lm_folder(texts: list[str], root: str | Path) -> Path:
     """The trimmed Gemma-3-270M as a normal HF checkpoint (model + tokenizer), built once under `root`."""
     import shutil
 
+    from . import files
+
     path = lm_folder(texts, root)
     if (path / "config.json").exists():
         return path
-    tmp = path.with_name(path.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer, model = load_gguf(gguf_file(Path(root) / "gguf"))
-    tokenizer, model = trim_vocabulary(tokenizer, model, texts)
-    _fresh_copy(model).save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with files.lock(path.with_name(f".{path.name}.lock"), f"the trimmed LM folder {path}", wait=None, log=print):
+        if (path / "config.json").exists():  # built by the process this one waited for
+            return path
+        tmp = path.with_name(path.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a dead process: the lock is ours
+        tokenizer, model = load_gguf(gguf_file(Path(root) / "gguf"))
+        tokenizer, model = trim_vocabulary(tokenizer, model, texts)
+        _fresh_copy(model).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(path)
     return path
 
 

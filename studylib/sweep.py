@@ -255,7 +255,13 @@ def load_config(path: str | Path) -> list[Cell]:
     if not path.is_file():
         raise FileNotFoundError(f"config {path} does not exist; configs: "
                                 f"{', '.join(sorted(p.name for p in (ROOT / 'configs').glob('*.yaml')))}")
-    return expand(yaml.safe_load(path.read_text()), str(path), check_names=True)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ValueError(f"config {path} is not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    return expand(config, str(path), check_names=True)
 
 
 # ----------------------------------------------------------------------------------------------

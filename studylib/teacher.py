@@ -20,6 +20,7 @@ import torch
 
 from . import data as D
 from . import models as M
+from . import validate as V
 
 
 @dataclass
@@ -99,6 +100,22 @@ def run_stage(model, processor, train_ds, out_dir: Path, steps: int, cfg: Teache
     return [dict(row, stage=name) for row in trainer.state.log_history if "loss" in row]
 
 
+def check_config(cfg: TeacherConfig) -> None:
+    """Raise a ValueError naming the parameter and what is allowed for any bad setting (`studylib.validate`)."""
+    V.choice("preset", cfg.preset, (*V.EMBEDDED_PRESETS, *V.PRETRAINED_PRESETS))
+    for name, low in (("seed", 0), ("n_train", 1), ("stage1_steps", 0), ("max_steps", 1), ("batch_size", 1),
+                      ("threads", 0)):
+        V.integer(name, getattr(cfg, name), low)
+    V.number("lr", cfg.lr, 0, low_open=True)
+    V.number("warmup_ratio", cfg.warmup_ratio, 0, 1)
+    V.number("weight_decay", cfg.weight_decay, 0)
+    for name in ("stage1_lr", "stage2_lr"):
+        if getattr(cfg, name) is not None:
+            V.number(name, getattr(cfg, name), 0, low_open=True)
+    if cfg.pack_to is not None:
+        V.integer("pack_to", cfg.pack_to, 0)
+
+
 def train_teacher(cfg: TeacherConfig, out_dir: str | Path, cache_dir: str | Path | None = None,
                   root: str | Path | None = None) -> dict:
     """Build data, processor and model for `cfg.preset`, train both stages, save a HF checkpoint.
@@ -108,7 +125,7 @@ def train_teacher(cfg: TeacherConfig, out_dir: str | Path, cache_dir: str | Path
     """
     from . import pretrained as P
 
-    D.check_names("preset", [cfg.preset], list(M.PRESETS) + list(P.PRETRAINED_PRESETS))
+    check_config(cfg)
     pretrained = cfg.preset in P.PRETRAINED_PRESETS
     if pretrained:  # before anything is trained (its vision teacher takes half an hour)
         P.check_extra(root or default_checkpoint_root())
@@ -190,6 +207,7 @@ def ensure_teacher(cfg: TeacherConfig, root: str | Path | None = None, cache_dir
 
     from . import files
 
+    check_config(cfg)
     root = Path(root) if root else default_checkpoint_root()
     path = root / f"teacher-{cfg.preset}-s{cfg.seed}-{config_hash(cfg)}"
     if (path / "teacher_metrics.json").exists():

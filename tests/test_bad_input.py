@@ -405,3 +405,21 @@ def test_a_half_written_data_row_is_refused_through_the_cli(tmp_path, tiny_teach
     assert_clear_error(*run(args, capsys), "row id='r1'", "relative path inside the image folder")
     assert not (tmp_path / "pruned").exists()
 
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("preset", "llava-huge", "preset must be one of llava-tiny, bunny-tiny, llava-small, gemma-270m; got 'llava-huge'"),
+    ("max_steps", -1, "max_steps must be an integer >= 1; got -1"),
+    ("stage1_steps", 2.5, "stage1_steps must be an integer >= 0; got 2.5"),
+    ("lr", float("inf"), "lr must be a finite number > 0; got inf"),
+    ("stage2_lr", 0.0, "stage2_lr must be a finite number > 0; got 0"),
+    ("batch_size", 0, "batch_size must be an integer >= 1; got 0"),
+])
+def test_a_bad_teacher_config_is_refused_before_anything_runs(field, value, message, tmp_path):
+    """What a notebook's parameters (or a sweep's YAML) reach: the same checks as the command line."""
+    from studylib import teacher as T
+
+    cfg = T.TeacherConfig(**{"preset": "llava-tiny", field: value})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        T.ensure_teacher(cfg, tmp_path)
+    assert not any(tmp_path.iterdir())

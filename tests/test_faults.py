@@ -417,3 +417,12 @@ def test_kill_9_mid_teacher_training_then_rerun_gives_the_uninterrupted_weights(
     assert resumed.name == straight.name
     assert (resumed / "model.safetensors").read_bytes() == (straight / "model.safetensors").read_bytes()
     assert sorted(p.name for p in root.iterdir()) == [resumed.name]
+
+
+def test_a_config_that_is_not_yaml_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.yaml").write_text("cells: [\n  - notebook: 00_teacher")
+    with pytest.raises(ValueError, match=r"bad.yaml is not valid YAML at line \d+, column \d+"):
+        S.load_config(tmp_path / "bad.yaml")
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ValueError, match="bin.yaml is not valid YAML"):
+        S.load_config(tmp_path / "bin.yaml")
