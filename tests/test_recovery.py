@@ -264,11 +264,9 @@ def test_same_seed_same_result(setting, tmp_path):
     assert losses[0] == losses[1]
 
 
-@pytest.mark.parametrize("train", ["full", "lora"])
-def test_an_interrupted_run_resumes_from_its_last_checkpoint(setting, tmp_path, monkeypatch, train):
+def crash_at_step_5(setting, cfg, out, monkeypatch) -> None:
+    """Run `recover` with a Trainer that raises KeyboardInterrupt at the end of step 5 (a Ctrl-C)."""
     from transformers import TrainerCallback
-
-    cfg = quick(train=train, loss="ce", data_fraction=48, save_steps=2)  # 6 steps, checkpoints at 2 and 4
 
     class Crash(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
@@ -278,20 +276,24 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(setting, tmp_path, 
     make = R._make_trainer_class
 
     def crashing():
-        cls = make()
-
-        class CrashingTrainer(cls):
+        class CrashingTrainer(make()):
             def __init__(self, *a, **kw):
                 super().__init__(*a, callbacks=[Crash()], **kw)
         return CrashingTrainer
 
-    monkeypatch.setattr(R, "_make_trainer_class", crashing)
-    student, plan = pruned(setting)
-    with pytest.raises(KeyboardInterrupt):
-        R.recover(student, None, setting["data"], cfg, tmp_path / "out", setting["processor"], plan=plan)
+    with monkeypatch.context() as m:
+        m.setattr(R, "_make_trainer_class", crashing)
+        student, plan = pruned(setting)
+        with pytest.raises(KeyboardInterrupt):
+            R.recover(student, None, setting["data"], cfg, out, setting["processor"], plan=plan)
+
+
+@pytest.mark.parametrize("train", ["full", "lora"])
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(setting, tmp_path, monkeypatch, train):
+    cfg = quick(train=train, loss="ce", data_fraction=48, save_steps=2)  # 6 steps, checkpoints at 2 and 4
+    crash_at_step_5(setting, cfg, tmp_path / "out", monkeypatch)
     assert (tmp_path / "out" / "_trainer" / "checkpoint-4").is_dir()
     assert not (tmp_path / "out" / "recovery_metrics.json").exists()
-    monkeypatch.setattr(R, "_make_trainer_class", make)
     student, plan = pruned(setting)
     resumed = R.recover(student, None, setting["data"], cfg, tmp_path / "out", setting["processor"], plan=plan)
     assert resumed.metrics["resumed"] and resumed.log[-1]["step"] == 6
@@ -307,34 +309,14 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(setting, tmp_path, 
 def test_a_half_written_checkpoint_is_not_resumed_from(setting, tmp_path, monkeypatch, capsys):
     """A kill or a full disk during a save leaves a checkpoint without trainer_state.json (Trainer writes it
     last) or with truncated weights: the rerun resumes from the newest complete one and says so."""
-    from transformers import TrainerCallback
-
     cfg = quick(train="full", loss="ce", data_fraction=48, save_steps=2)  # 6 steps, checkpoints at 2 and 4
-
-    class Crash(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step == 5:
-                raise KeyboardInterrupt
-
-    make = R._make_trainer_class
-
-    def crashing():
-        class CrashingTrainer(make()):
-            def __init__(self, *a, **kw):
-                super().__init__(*a, callbacks=[Crash()], **kw)
-        return CrashingTrainer
-
-    monkeypatch.setattr(R, "_make_trainer_class", crashing)
-    student, plan = pruned(setting)
-    with pytest.raises(KeyboardInterrupt):
-        R.recover(student, None, setting["data"], cfg, tmp_path / "out", setting["processor"], plan=plan)
+    crash_at_step_5(setting, cfg, tmp_path / "out", monkeypatch)
     trainer_dir = tmp_path / "out" / "_trainer"
     assert [p.name for p in trainer_dir.iterdir()] == ["checkpoint-4"]  # save_total_limit=1
     cut = trainer_dir / "checkpoint-6"  # the save of step 6 was cut short: weights truncated, no trainer state
     cut.mkdir()
     data = (trainer_dir / "checkpoint-4" / "model.safetensors").read_bytes()
     (cut / "model.safetensors").write_bytes(data[: len(data) // 2])
-    monkeypatch.setattr(R, "_make_trainer_class", make)
     student, plan = pruned(setting)
     resumed = R.recover(student, None, setting["data"], cfg, tmp_path / "out", setting["processor"], plan=plan)
     assert "checkpoint-6 was not written to the end" in capsys.readouterr().out
