@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import files
+from .validate import EXECUTORS
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -418,9 +419,6 @@ def select(cells: list[Cell], only: str | None) -> list[Cell]:
                 chosen.add(dep)
                 stack.append(dep)
     return [c for c in cells if c.run_id in chosen]
-
-
-from .validate import EXECUTORS  # noqa: E402
 
 
 def make_executor(kind: str, runs: Path = RUNS, jobs: int = 1, **slurm):
