@@ -373,18 +373,22 @@ def _add_bench_parser(sub) -> None:
     b.add_argument("--new-tokens", type=V.arg_int(1), default=16, metavar="N", help="greedy decode steps (default 16)")
     b.add_argument("--repeats", type=V.arg_int(1), default=5, metavar="R", help="timed rounds (default 5)")
     b.add_argument("--warmup", type=V.arg_int(0), default=1, metavar="W", help="unrecorded rounds first (default 1)")
-    b.add_argument("--threads", type=V.arg_int(1), default=None, metavar="T", help="torch CPU threads (default: torch's)")
-    b.add_argument("--seed", type=V.arg_int(0), default=0, metavar="S", help="seed of the benchmark items used as inputs")
+    b.add_argument("--threads", type=V.arg_int(1), default=None, metavar="T",
+                   help="torch CPU threads (default: torch's)")
+    b.add_argument("--seed", type=V.arg_int(0), default=0, metavar="S",
+                   help="seed of the benchmark items used as inputs")
     _add_loading_args(b)
     b.add_argument("--out", required=True, metavar="FILE.json")
     b.set_defaults(func=cmd_bench)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line. It imports nothing heavy: names and checks come from `studylib.validate`."""
+def build_parser(recovery_defaults: bool = False) -> argparse.ArgumentParser:
+    """The whole command line. It imports nothing heavy: names and checks come from `studylib.validate`.
+    `recovery_defaults`: show RecoveryConfig's defaults in `recover --help` (imports studylib.recovery)."""
     count, natural = V.arg_int(1), V.arg_int(0)
     positive = V.arg_number(0, low_open=True)
-    p = argparse.ArgumentParser(prog="studylib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="studylib", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("data", help="generate and cache the training mix and the benchmarks")
@@ -421,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--real", default=None, metavar="NAME[=SOURCE],...",
                    help="real benchmarks instead: gqa, pope, scienceqa-img, mme, textvqa, mmmu, each from a local "
                         "folder or hub id (default: its lmms-lab dataset), e.g. pope=/data/POPE,mme")
-    e.add_argument("--limit", type=count, default=None, metavar="N", help="a seeded subset of N items per real benchmark")
+    e.add_argument("--limit", type=count, default=None, metavar="N",
+                   help="a seeded subset of N items per real benchmark")
     _add_loading_args(e)
     e.add_argument("--out", required=True)
     e.set_defaults(func=cmd_evaluate)
@@ -471,13 +476,14 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--alpha", type=V.arg_number(0, 1), default=None, help="KD weight in combinations, in [0, 1]")
     rc.add_argument("--temperature", type=positive, default=None, help="KL temperature tau, > 0")
     rc.add_argument("--kl-positions", default=None, choices=V.KL_POSITIONS,
-                    help="KL over answer tokens (default) or all non-padding positions (the study's code)")
+                    help="KL over answer tokens, or all non-padding positions (the study's code)")
     rc.add_argument("--hidden-layers", default=None, type=V.arg_csv(), metavar="J,K",
                     help="extra student blocks whose outputs are matched (the final block always is)")
     rc.add_argument("--teacher-input", default=None, choices=V.TEACHER_INPUTS,
-                    help="teacher sees its own image features (default) or the student's projector output")
+                    help="the teacher sees its own image features, or the student's projector output "
+                         "(the study's code)")
     rc.add_argument("--data-fraction", default=None, metavar="F",
-                    help="fraction (0.05), percentage (5%%) or count (500) of the instruction mix (default 0.05)")
+                    help="fraction (0.05), percentage (5%%) or count (500) of the instruction mix")
     rc.add_argument("--epochs", type=positive, default=None)
     rc.add_argument("--lr", type=positive, default=None)
     rc.add_argument("--batch-size", type=count, default=None)
@@ -501,6 +507,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="allow a --teacher whose checkpoint ships its own modeling code (e.g. Bunny)")
     rc.add_argument("--out", required=True, metavar="DIR")
     rc.set_defaults(func=cmd_recover)
+    if recovery_defaults:
+        from dataclasses import asdict
+
+        from .recovery import RecoveryConfig
+
+        d0 = asdict(RecoveryConfig())
+        for action in rc._actions:
+            if action.dest in d0 and action.default is None and not action.required:
+                value = ",".join(map(str, d0[action.dest])) if isinstance(d0[action.dest], list) else d0[action.dest]
+                if value != "":
+                    action.help = f"{action.help or ''} (default {value})".strip()
 
     for name, help_text in (("sweep", "run a grid of notebooks (cached, resumable) and render the report"),
                             ("study", "the default study: `sweep configs/default.yaml` (what `make study` runs)")):
@@ -534,7 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse, run; bad input (ValueError, a missing or unwritable file) is one line on stderr and exit code 2."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    helping = argv[:1] == ["recover"] and bool({"-h", "--help"} & set(argv))
+    args = build_parser(recovery_defaults=helping).parse_args(argv)
     try:
         args.func(args)
     except (ValueError, OSError) as e:  # OSError: FileNotFoundError, PermissionError, a full disk, ...

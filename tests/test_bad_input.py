@@ -423,3 +423,15 @@ def test_a_bad_teacher_config_is_refused_before_anything_runs(field, value, mess
     with pytest.raises(ValueError, match=re.escape(message)):
         T.ensure_teacher(cfg, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_recover_help_shows_the_recovery_defaults(capsys):
+    from studylib.recovery import RecoveryConfig
+
+    with pytest.raises(SystemExit):
+        cli.main(["recover", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    d0 = RecoveryConfig()
+    for flag, value in (("--alpha", d0.alpha), ("--lr", d0.lr), ("--lora-rank", d0.lora_rank),
+                        ("--data-fraction", d0.data_fraction), ("--save-steps", d0.save_steps)):
+        assert re.search(rf"{flag} \S+ .*?\(default {re.escape(str(value))}\)", text), flag
