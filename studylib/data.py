@@ -268,7 +268,7 @@ def pope_reply(question: str, answer: str) -> str:
     alone predicts it. Our reading of why naming works: the first token's logit for an object word is then the
     LM's copy of that word from the question plus the image's evidence for it, both learned directly (copying;
     presence, as in captions), and "no" wins when the copy alone is not enough. 500 finetuning steps of the
-    previous teacher on such replies took POPE from 0.52 to 0.84 (`benchmarks/pope_experiments/name_first.py`);
+    previous teacher on such replies took POPE from 0.52 to 0.84 (`experiments/pope/name_first.py`);
     the teacher trained from scratch on them scores 0.78.
     """
     if answer == "no":

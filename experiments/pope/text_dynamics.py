@@ -4,7 +4,7 @@
 As `text_lists.py` with one question per conversation (shorter rows: 0.5 s a step), a constant learning
 rate after warm-up, and 150 held-out questions of each kind scored every K steps.
 Run at commit 7d830d4 on teacher 4b1e9870a7 (14 min):
-    python benchmarks/pope_experiments/text_dynamics.py 1500 1e-3 at,where,exists 250
+    python experiments/pope/text_dynamics.py 1500 1e-3 at,where,exists 250
 Measured (at / where / exists): step 0 0.00 / 0.00 / 0.35; 250 0.13 / 0.50 / 0.45; 500 0.17 / 0.53 / 0.45;
 750 0.33 / 0.52 / 0.55; 1000 0.40 / 0.49 / 0.45; 1250 0.39 / 0.47 / 0.45; 1500 0.35 / 0.49 / 0.45.
 ("Where is the X?" answered with a random listed position scores about 0.52.)

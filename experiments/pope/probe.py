@@ -1,6 +1,6 @@
 """Linear probe: does any layer's hidden state at the last prompt token encode the POPE answer? (README: 0.51-0.55)
 Run at commit d484045 (image-first records, teacher a9deb797dd; path and the '<image>\\nIs there' filter are
-that commit's):  python benchmarks/pope_experiments/probe.py
+that commit's):  python experiments/pope/probe.py
 """
 import os; os.environ["HF_HUB_OFFLINE"]="1"
 import numpy as np, torch

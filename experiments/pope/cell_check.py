@@ -1,5 +1,5 @@
 """'Is the object at the P a S?' (position lookup + one comparison): finetune, held-out accuracy (README: 0.54).
-Run on teacher 4b1e9870a7:  python benchmarks/pope_experiments/cell_check.py DIR 400 shape
+Run on teacher 4b1e9870a7:  python experiments/pope/cell_check.py DIR 400 shape
 """
 import os,sys; os.environ["HF_HUB_OFFLINE"]="1"; os.environ["HF_DATASETS_OFFLINE"]="1"
 import numpy as np, torch

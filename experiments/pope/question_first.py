@@ -1,5 +1,5 @@
 """Question-first records: finetune the image-first teacher on them (README: mcq 0.666 -> 0.776, POPE 0.482).
-Run at commit d484045 on teacher a9deb797dd:  python benchmarks/pope_experiments/question_first.py 250 3e-4
+Run at commit d484045 on teacher a9deb797dd:  python experiments/pope/question_first.py 250 3e-4
 """
 import os, sys, time; os.environ["HF_HUB_OFFLINE"]="1"; os.environ["HF_DATASETS_OFFLINE"]="1"
 import numpy as np, torch

@@ -1,5 +1,5 @@
 """Training POPE labels against the teacher's own captions (README: 100 of 100 agree).
-Run on teacher 4b1e9870a7 (commit 588885d):  python benchmarks/pope_experiments/labels.py DIR
+Run on teacher 4b1e9870a7 (commit 588885d):  python experiments/pope/labels.py DIR
 """
 import os,sys,re; os.environ["HF_HUB_OFFLINE"]="1"
 import numpy as np, torch

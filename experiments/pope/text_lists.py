@@ -5,7 +5,7 @@ ask "What is at the P?" (keyed by position, copy), "Where is the X?" (keyed by c
 "Is there a X?" (membership, balanced as POPE). Finetunes teacher 4b1e9870a7 on 12,000 of them, then scores
 300 held-out first turns of each kind.
 Run at commit 7d830d4 on teacher 4b1e9870a7 (9.6 min):
-    python benchmarks/pope_experiments/text_lists.py 600 5e-4 where,at,exists [SAVE_DIR]
+    python experiments/pope/text_lists.py 600 5e-4 where,at,exists [SAVE_DIR]
 Measured: "What is at the P?" 0.683, "Where is the X?" 0.517, "Is there a X?" 0.480.
 """
 import os, sys, time; os.environ["HF_HUB_OFFLINE"]="1"; os.environ["HF_DATASETS_OFFLINE"]="1"

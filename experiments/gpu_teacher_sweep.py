@@ -2,7 +2,7 @@
 
 A plain loop that matches the Trainer recipe (AdamW, linear warm-up then cosine decay, answer-token CE),
 so many recipes can be compared in minutes. Accuracy vs optimiser steps is what transfers to the CPU.
-Usage: python benchmarks/gpu_teacher_sweep.py OUT_JSON NAME [NAME ...]
+Usage: python experiments/gpu_teacher_sweep.py OUT_JSON NAME [NAME ...]
 """
 import json, math, os, sys, time
 import torch

@@ -4,7 +4,7 @@ Adds 6,000 two-turn conversations (a presence list of shapes, colours or coloure
 data.SHAPES / COLORS / OBJECT_TYPES, then a POPE question) and 3,000 POPE records to 6,000 records of the mix,
 finetunes teacher 4b1e9870a7 on them, and scores held-out presence lists (exact match), POPE, scene-qa, count.
 Run at commit 7d830d4 on teacher 4b1e9870a7 (6.8 min):
-    python benchmarks/pope_experiments/presence_lists.py 500 3e-4 6000 3000
+    python experiments/pope/presence_lists.py 500 3e-4 6000 3000
 Measured: presence lists 0.795 exact, POPE 0.520 (yes-ratio 1.0), scene-qa 0.770, count 0.747 (300 items):
 the model can say which objects are present, but a bare yes/no about one of them stays at its prior.
 """

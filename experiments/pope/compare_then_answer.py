@@ -6,7 +6,7 @@ only step left to the POPE reply is a comparison in text. Finetunes teacher 4b1e
 records of the usual mix and 3,000 POPE records, then scores held-out text comparisons, the POPE benchmark
 (last "yes"/"no" of a 40-token reply) and scene-qa / count (forgetting).
 Run at commit 7d830d4 on teacher 4b1e9870a7 (9.9 min):
-    python benchmarks/pope_experiments/compare_then_answer.py 600 3e-4 6000 3000 cot [SAVE_DIR]
+    python experiments/pope/compare_then_answer.py 600 3e-4 6000 3000 cot [SAVE_DIR]
 Measured: text comparison 0.497, POPE 0.508 (yes-ratio 0.80), scene-qa 0.813, count 0.737 (300 items each).
 """
 import os, sys, time; os.environ["HF_HUB_OFFLINE"]="1"; os.environ["HF_DATASETS_OFFLINE"]="1"

@@ -1,5 +1,5 @@
 """Look-then-answer replies ('red circle, blue square; so no'): finetune, then POPE accuracy (README: 0.488).
-Run at commit d484045 on teacher a9deb797dd:  python benchmarks/pope_experiments/look_then_answer.py 250 3e-4
+Run at commit d484045 on teacher a9deb797dd:  python experiments/pope/look_then_answer.py 250 3e-4
 """
 import os, sys, time; os.environ["HF_HUB_OFFLINE"]="1"; os.environ["HF_DATASETS_OFFLINE"]="1"
 import numpy as np, torch, re

@@ -1,5 +1,5 @@
 """Train on the POPE conversations of the mix alone and print the answer loss (README: 0.356 -> 0.334).
-Run on teacher 4b1e9870a7:  python benchmarks/pope_experiments/pope_only.py DIR 3e-4 150
+Run on teacher 4b1e9870a7:  python experiments/pope/pope_only.py DIR 3e-4 150
 """
 import os,sys,time; os.environ["HF_HUB_OFFLINE"]="1"; os.environ["HF_DATASETS_OFFLINE"]="1"
 import numpy as np, torch

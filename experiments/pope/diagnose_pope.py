@@ -8,7 +8,7 @@
 3. With `--forms`: greedy accuracy per question form on scene-qa, pope and count (colours, shapes, positions
    and relations replaced by C, S, P, R), to compare existence with the lookups the model does answer.
 
-    python benchmarks/diagnose_pope.py data/checkpoints/teacher-llava-small-s0-<hash> [--n 200] [--forms]
+    python experiments/pope/diagnose_pope.py data/checkpoints/teacher-llava-small-s0-<hash> [--n 200] [--forms]
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Run on teacher 4b1e9870a7:  python benchmarks/pope_experiments/natural.py DIR natural|balanced STEPS (README: AUC 0.54 / 0.545 / 0.485).
+"""Run on teacher 4b1e9870a7:  python experiments/pope/natural.py DIR natural|balanced STEPS (README: AUC 0.54 / 0.545 / 0.485).
 Saddle hypothesis: balanced POPE has no first-order signal. Finetune on POPE-only batches whose questions
 name a uniformly drawn shape or coloured shape (answer = truth, so unbalanced), then measure AUC of p(yes) on
 the balanced benchmark. Compare with the same finetune on the balanced training questions."""

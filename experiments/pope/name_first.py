@@ -5,7 +5,7 @@ Rewrites every POPE reply of 6,000 records of the mix plus 6,000 POPE records th
 last yes/no word of the reply), per category, and scene-qa / count for forgetting. This is the experiment that
 led to `data.pope_reply` (generator v9).
 Run at commit 7d830d4 on teacher 4b1e9870a7 (7.5 min):
-    python benchmarks/pope_experiments/name_first.py 500 3e-4 6000 [SAVE_DIR]
+    python experiments/pope/name_first.py 500 3e-4 6000 [SAVE_DIR]
 Measured: POPE 0.842 (yes-ratio 0.574; random 0.886, popular 0.904, adversarial 0.735), scene-qa 0.800,
 count 0.743 (300 items).
 """
