@@ -13,9 +13,13 @@ A config file (configs/*.yaml) lists cells:
           recipe: [{train: projector, loss: ce}, {train: lora, loss: ce+hidden}]
 
 Each expanded cell gets a run id `<notebook>-<readable parameters>-<hash>`; the hash covers the notebook's
-source, its parameters and the run ids of the cells it comes after (so a changed teacher reruns what
-depends on it). A cell's result is `reports/runs/<run-id>.json`, written last and atomically (after the
-executed notebook is renamed into place); a cell whose result exists is skipped. Partial outputs carry a
+code (`code_fingerprint`: its code cells, and the source of every studylib module they import, directly or
+through other studylib modules), its parameters and the run ids of the cells it comes after (so a changed
+teacher reruns what depends on it). Markdown cells and outputs are not covered: a prose edit reruns nothing,
+while a change to the library reruns the cells whose notebooks import what changed, without `--force`.
+
+A cell's result is `reports/runs/<run-id>.json`, written last and atomically (after the executed notebook is
+renamed into place); a cell whose result exists is skipped. Partial outputs carry a
 `.partial` name and are never read as results, so an interrupted sweep (Ctrl-C, kill -9) loses no finished
 cell and a rerun finishes only what is missing. A failing cell is recorded in `<run-id>.failed.json` and
 does not stop the others (cells that come after it are skipped); the sweep then exits non-zero.
@@ -45,6 +49,7 @@ import ast
 import difflib
 import errno
 import fnmatch
+import functools
 import glob
 import hashlib
 import itertools
@@ -65,6 +70,7 @@ from . import files
 from .validate import EXECUTORS
 
 ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent  # studylib's source, what `code_fingerprint` reads (tests point it elsewhere)
 NOTEBOOKS = ROOT / "notebooks"
 RUNS = ROOT / "reports" / "runs"
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "peft", "papermill")
@@ -103,8 +109,126 @@ def _notebook_path(name) -> Path:
     return NOTEBOOKS / f"{name}.ipynb"
 
 
-def _notebook_hash(name: str) -> str:
-    return hashlib.sha256(_notebook_path(name).read_bytes()).hexdigest()[:10]
+def _code_cells(name: str) -> list[tuple[bool, str]]:
+    """The code cells of notebooks/<name>.ipynb, in order, as (tagged `parameters`, source)."""
+    nb = json.loads(_notebook_path(name).read_text())
+    cells = []
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code":
+            source = cell.get("source", "")
+            tags = cell.get("metadata", {}).get("tags", [])
+            cells.append(("parameters" in tags, source if isinstance(source, str) else "".join(source)))
+    return cells
+
+
+def _module_file(module: str) -> Path | None:
+    """PACKAGE/<a>/<b>.py (or its package's __init__.py) for the studylib module `a.b`; "" is the package."""
+    base = PACKAGE.joinpath(*module.split(".")) if module else PACKAGE
+    for path in (base.with_suffix(".py") if module else None, base / "__init__.py"):
+        if path is not None and path.is_file():
+            return path
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _import_statements(source: str) -> tuple[tuple[int, str | None, tuple[str, ...]], ...] | None:
+    """Every import statement of `source`, anywhere (inside functions too), as (level, module, names):
+    `import a.b` is (-1, None, ("a.b",)), `from ..x import y` is (2, "x", ("y",)). None when the source
+    does not parse, even with IPython magics (`%...`, `!...` lines) left out. Cached on the source text."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        lines = ["" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()]
+        try:
+            tree = ast.parse("\n".join(lines))
+        except SyntaxError:
+            return None
+    return tuple((-1, None, tuple(a.name for a in node.names)) if isinstance(node, ast.Import) else
+                 (node.level, node.module, tuple(a.name for a in node.names))
+                 for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)))
+
+
+def _studylib_imports(source: str, module: str | None) -> tuple[str, ...] | None:
+    """The studylib modules that `source` imports, as names relative to the package ("pruning", "" for the
+    package itself): `import studylib.x`, `from studylib import x, y` (those of x, y that are modules;
+    the package for the others), `from studylib.x import y`, and, in a studylib module (`module`, None
+    for a notebook's code), the relative `from . import x` and `from .x import y`. None when the source
+    does not parse."""
+    statements = _import_statements(source)
+    if statements is None:
+        return None
+    # the package a relative import starts from: the module's own for an __init__.py, else its parent's
+    is_init = module is not None and (_module_file(module) or PACKAGE).name == "__init__.py"
+    package = (module if is_init else module.rpartition(".")[0]) if module is not None else ""
+
+    def inside(dotted: str) -> str | None:  # "studylib.x.y" -> "x.y", "studylib" -> "", else None
+        if dotted == "studylib":
+            return ""
+        return dotted[len("studylib."):] if dotted.startswith("studylib.") else None
+
+    found = set()
+    for level, source_module, names in statements:
+        if level < 0:  # import a, b.c
+            found.update(n for n in map(inside, names) if n is not None)
+            continue
+        if level:  # relative: only meaningful inside the package
+            if module is None:
+                continue
+            parts = package.split(".") if package else []
+            parts = parts[:len(parts) - (level - 1)] if level > 1 else parts
+            base = ".".join(parts + ([source_module] if source_module else []))
+        else:
+            base = inside(source_module or "")
+            if base is None:
+                continue
+        found.add(base)
+        for name in names:  # `from studylib import pruning`: a module; else a name defined in `base`
+            sub = f"{base}.{name}" if base else name
+            if name != "*" and _module_file(sub) is not None:
+                found.add(sub)
+    return tuple(sorted(found))
+
+
+def _all_modules() -> list[str]:
+    return sorted(".".join(p.relative_to(PACKAGE).with_suffix("").parts).removesuffix("__init__").rstrip(".")
+                  for p in PACKAGE.rglob("*.py"))
+
+
+def notebook_modules(name: str) -> list[str]:
+    """The studylib modules `code_fingerprint(name)` covers: those the notebook's code cells import, then
+    those these import (any import, lazy ones inside functions included), transitively; "" is the
+    package's __init__.py, which every import of studylib runs. A parent package of a module is included
+    too. A code cell that does not parse (even with IPython magics left out) covers the whole package."""
+    todo: list[str] = []
+    for _, source in _code_cells(name):
+        imports = _studylib_imports(source, None)
+        if imports is None:
+            return _all_modules()
+        todo += imports
+    seen: set[str] = set()
+    while todo:
+        module = todo.pop()
+        path = _module_file(module)
+        if module in seen or path is None:
+            continue
+        seen.add(module)
+        parts = module.split(".") if module else []
+        todo += [".".join(parts[:i]) for i in range(len(parts))]  # importing a.b runs "" and a first
+        imports = _studylib_imports(path.read_text(), module)
+        todo += _all_modules() if imports is None else imports
+    return sorted(seen)
+
+
+def code_fingerprint(name: str) -> str:
+    """A hash of what notebooks/<name>.ipynb runs: the source of its code cells, in order (and which one is
+    tagged `parameters`), and the bytes of every studylib module it imports (`notebook_modules`, read from
+    `PACKAGE`). Markdown cells, outputs and other metadata are left out, so a prose edit keeps the hash, and
+    a change to a studylib module the notebook does not import (directly or transitively) does too.
+    Imports by name at run time (`importlib.import_module`) are not seen. The files are read at each call
+    (expand calls this once per config cell); parsing is cached per process on the source text."""
+    modules = {str(_module_file(m).relative_to(PACKAGE)): hashlib.sha256(_module_file(m).read_bytes()).hexdigest()
+               for m in notebook_modules(name)}
+    return _hash({"code_cells": _code_cells(name), "studylib": modules})
 
 
 def notebook_parameters(name: str) -> list[str]:
@@ -183,7 +307,7 @@ def expand(config: dict, source: str = "config", check_names: bool = False) -> l
                              f"allowed: {', '.join(CELL_KEYS)}")
         name = entry["notebook"]
         try:
-            nb_hash = _notebook_hash(name)
+            nb_hash = code_fingerprint(name)
         except ValueError as e:
             raise ValueError(f"{source}: cell {i}: {e}") from None
         if not isinstance(entry.get("parameters") or {}, dict):
