@@ -2,7 +2,7 @@
 
 `load_real(name, source)` reads a benchmark from a local folder (or, when online, from the hub) and converts
 every row to the repo's record schema (`studylib.data.features()` plus three scoring columns), so that
-`studylib.evaluation.generate_answers` runs on it unchanged; `score_real` computes the official metrics and
+`studylib.generation.generate_answers` runs on it unchanged; `score_real` computes the official metrics and
 `evaluate_real` returns the same tidy table as `studylib.evaluation.evaluate`.
 
 Schemas assumed (lmms-lab datasets on the hub; columns the loader reads in **bold**, others are ignored):
@@ -719,12 +719,12 @@ def evaluate_real(model, processor, benchmarks: dict, model_name: str = "model",
                   progress: bool = True):
     """Tidy table (columns model, benchmark, metric, score, n, chance, seconds) as
     `studylib.evaluation.evaluate`, for real benchmarks: `benchmarks` maps names of `REAL_BENCHMARKS` to
-    datasets from `load_real`. Greedy answers by `evaluation.generate_answers` with each benchmark's token
+    datasets from `load_real`. Greedy answers by `generation.generate_answers` with each benchmark's token
     budget (`RealBenchmark.max_new_tokens`, or `max_new_tokens[name]`). `chance` is on the primary metric's row.
     Scores are fractions except MME's score_* / perception / cognition / total (points, see `score_mme`)."""
     import pandas as pd
 
-    from . import evaluation as E
+    from .generation import generate_answers
 
     D.check_names("real benchmark", list(benchmarks), list(REAL_BENCHMARKS))
     rows = []
@@ -732,7 +732,7 @@ def evaluate_real(model, processor, benchmarks: dict, model_name: str = "model",
         spec = REAL_BENCHMARKS[name]
         budget = (max_new_tokens or {}).get(name, spec.max_new_tokens)
         t0 = time.perf_counter()
-        preds = E.generate_answers(model, processor, ds, batch_size, max_new_tokens=budget,
+        preds = generate_answers(model, processor, ds, batch_size, max_new_tokens=budget,
                                    blank_images=blank_images, progress=progress)
         secs = time.perf_counter() - t0
         chance = chance_level(name, ds)

@@ -624,13 +624,19 @@ def encode(example: dict, processor, n_image_tokens: int) -> dict:
     return {"input_ids": ids, "labels": labels}
 
 
+def num_image_tokens(processor) -> int:
+    """Image tokens per image: (size / patch)^2 + extra tokens, minus the CLS token for the "default" strategy."""
+    ip = processor.image_processor
+    size = ip.crop_size["height"] if getattr(ip, "do_center_crop", False) else ip.size.get("height", ip.size.get("shortest_edge"))
+    n = (size // processor.patch_size) ** 2 + processor.num_additional_image_tokens
+    return n - 1 if processor.vision_feature_select_strategy == "default" else n
+
+
 def tokenize_dataset(ds, processor, max_length: int | None = None):
     """Add `input_ids` and `labels` columns (images stay as images; the collator normalises them).
 
     max_length: token limit per example; None = 240 text tokens + the image tokens (256 for the embedded
     models' 16; 816 for LLaVA-1.5's 576, 969 for Bunny's 729)."""
-    from .models import num_image_tokens
-
     n = num_image_tokens(processor)
     max_length = max_length or 240 + n
     out = ds.map(lambda ex: encode(ex, processor, n), desc="tokenize")

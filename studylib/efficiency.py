@@ -650,7 +650,7 @@ def closest_widths(model: nn.Module, scores, ratio: float, round_to: int,
     info = P.describe_lm(model)
     candidates = layers if layers is not None else list(range(1, len(info.blocks) - 1))
     b = info.blocks[candidates[0]]
-    options = [(q, kv, m) for q, kv in P._head_options(b.num_heads, b.num_kv_heads)
+    options = [(q, kv, m) for q, kv in P.head_options(b.num_heads, b.num_kv_heads)
                for m in range(round_to, b.intermediate_size + 1, round_to)]
     if not options:
         return None

@@ -121,12 +121,7 @@ def build_processor(preset: Preset | str, tokenizer=None):
                           chat_template=CHAT_TEMPLATE)
 
 
-def num_image_tokens(processor) -> int:
-    """Image tokens per image: (size / patch)^2 + extra tokens, minus the CLS token for the "default" strategy."""
-    ip = processor.image_processor
-    size = ip.crop_size["height"] if getattr(ip, "do_center_crop", False) else ip.size.get("height", ip.size.get("shortest_edge"))
-    n = (size // processor.patch_size) ** 2 + processor.num_additional_image_tokens
-    return n - 1 if processor.vision_feature_select_strategy == "default" else n
+num_image_tokens = D.num_image_tokens  # defined beside the collation that needs it (no import cycle)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -299,7 +299,8 @@ def _hidden_in(args, kwargs) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
-def _hidden_out(output) -> torch.Tensor:
+def hidden_out(output) -> torch.Tensor:
+    """A decoder block's output hidden states (blocks return a tensor or a tuple whose first item it is)."""
     return output[0] if isinstance(output, tuple) else output
 
 
@@ -356,7 +357,7 @@ def _layer_pass(model, info: LMInfo, batches, tokens: str):
 
     def post_hook(i):
         def hook(module, args, kwargs, output):
-            x_in, x_out = inputs[i].float(), _hidden_out(output).float()
+            x_in, x_out = inputs[i].float(), hidden_out(output).float()
             bi = 1 - F.cosine_similarity(x_in, x_out, dim=-1)  # BI = 1 - cos(x_in, x_out), per token
             mask = current["mask"]
             bi_sum[i] += bi[mask].sum().double().cpu()
@@ -824,7 +825,7 @@ def _unit_params(b: BlockInfo) -> tuple[int, int, int]:
     return per_q, per_kv, per_neuron + b.proj["down"].out_features
 
 
-def _head_options(num_heads: int, num_kv: int) -> list[tuple[int, int]]:
+def head_options(num_heads: int, num_kv: int) -> list[tuple[int, int]]:
     """Valid (query heads, kv heads) to keep: G whole kv groups, each keeping the same g query heads."""
     per_group = num_heads // num_kv
     return [(groups * g, groups) for groups in range(1, num_kv + 1) for g in range(1, per_group + 1)]
@@ -858,7 +859,7 @@ def _solve_uniform(info, candidates, ratio, lm_before, round_to, tol) -> tuple[i
     neuron_options = _neuron_options(b.intermediate_size, round_to)
     target_per_layer = ratio * lm_before / len(candidates)
     best = None
-    for q, kv in _head_options(b.num_heads, b.num_kv_heads):
+    for q, kv in head_options(b.num_heads, b.num_kv_heads):
         attn_removed = (b.num_heads - q) * per_q + (b.num_kv_heads - kv) * per_kv
         m_ideal = b.intermediate_size - (target_per_layer - attn_removed) / per_n
         m = min(neuron_options, key=lambda c: abs(c - m_ideal))
@@ -901,7 +902,7 @@ def _global_widths(info, scores: WidthScores, candidates, ratio, lm_before, roun
         for i in candidates:
             b = info.blocks[i]
             q_wanted = max(1, b.num_heads - removed_h[i])
-            q, kv = min(_head_options(b.num_heads, b.num_kv_heads), key=lambda o: (abs(o[0] - q_wanted), -o[1]))
+            q, kv = min(head_options(b.num_heads, b.num_kv_heads), key=lambda o: (abs(o[0] - q_wanted), -o[1]))
             m_wanted = b.intermediate_size - removed_n[i]
             m = min(_neuron_options(b.intermediate_size, round_to), key=lambda c: abs(c - m_wanted))
             out[i] = (q, kv, m)
@@ -944,7 +945,7 @@ def _plan_widths(model, info, scores: WidthScores, ratio, layers, round_to, widt
     if widths is not None:
         b = info.blocks[candidates[0]]
         q, kv, m = widths
-        if (q, kv) not in _head_options(b.num_heads, b.num_kv_heads) or not 1 <= m <= b.intermediate_size:
+        if (q, kv) not in head_options(b.num_heads, b.num_kv_heads) or not 1 <= m <= b.intermediate_size:
             raise ValueError(
                 f"widths must be (query heads, kv heads, neurons) with kv in [1, {b.num_kv_heads}], "
                 f"query heads a multiple of kv up to {b.num_heads // b.num_kv_heads} per kv head, "

@@ -45,7 +45,7 @@ from torch import nn
 
 from . import data as D
 from . import models as M
-from .pruning import PruningPlan, _hidden_out, describe_lm
+from .pruning import PruningPlan, hidden_out, describe_lm
 
 from . import validate as V
 from .validate import KL_POSITIONS, LOSSES, TEACHER_INPUTS, TRAIN_MODES  # noqa: F401  (the names users pass)
@@ -336,7 +336,7 @@ class _Capture:
 
     def _hook(self, key):
         def hook(module, args, output):
-            self.out[key] = _hidden_out(output)
+            self.out[key] = hidden_out(output)
         return hook
 
     def remove(self):

@@ -25,7 +25,6 @@ REPORTS = ROOT / "reports"
 NOTEBOOKS = ROOT / "notebooks"
 
 
-
 def run_notebook(name: str, parameters: dict, out_dir: str | Path | None = None, out_name: str | None = None,
                  **kw) -> Path:
     """Execute `notebooks/<name>.ipynb` with papermill into `<out_dir>/<name>.ipynb` (never over the source).

@@ -56,3 +56,34 @@ def test_readme_quick_start_has_the_two_commands():
     quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     assert re.findall(r"^make \w+$", quick, flags=re.M) == ["make study", "make test"]
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_package_has_no_import_cycles_and_uses_no_private_names_across_modules():
+    """Each studylib module's imports of other studylib modules (top level or inside functions) form no cycle,
+    and no module reaches into another's private names (`P._x`, `from .m import _x`)."""
+    import ast
+    import re
+
+    modules = {p.stem: p.read_text() for p in (ROOT / "studylib").glob("*.py")}
+    deps = {}
+    for name, source in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+                assert not (node.module and any(a.name.startswith("_") for a in node.names)), (name, node.module)
+        deps[name] = found & set(modules)
+        aliases = re.findall(r"from \. import (\w+) as (\w+)", source)
+        for module, alias in aliases:
+            assert not re.search(rf"\b{alias}\._[a-z]", source), f"{name} uses a private name of {module}"
+
+    def reach(start):
+        seen, todo = set(), [start]
+        while todo:
+            for d in deps[todo.pop()]:
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return seen
+
+    assert [m for m in modules if m in reach(m)] == []
