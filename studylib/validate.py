@@ -179,11 +179,11 @@ def output_path(name: str, path, inputs=(), *, kind: str = "folder") -> Path:
     """Where a command writes: not one of its inputs; a folder not inside an input folder nor holding one (a
     model would be overwritten), a file not over an existing file of an input folder; not an existing thing of
     the other kind; in a folder that can be written."""
-    out = Path(path).expanduser().absolute()
+    out = Path(path).expanduser().resolve()  # symlinks resolved: a link to a model is that model
     for given in inputs:
         if given is None:
             continue
-        src = Path(given).expanduser().absolute()
+        src = Path(given).expanduser().resolve()
         inside = src.is_dir() and _inside(out, src) and (kind == "folder" or out.exists())  # a new file beside
         if out == src or inside or (kind == "folder" and _inside(src, out)):  # a model's files is harmless
             raise ValueError(f"{name} {path} would overwrite the input {given}: write to another "

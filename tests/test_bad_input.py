@@ -295,6 +295,13 @@ def test_prune_refuses_to_write_over_its_model(where, tiny_teacher, tmp_path, ca
     assert _digest(model) == before and not (model / "pruned").exists()
 
 
+def test_a_symlink_to_the_model_is_the_model(tiny_teacher, tmp_path, cache_dir, capsys):
+    model = _copy(tiny_teacher, tmp_path / "model")
+    (tmp_path / "link").symlink_to(model)
+    code, err = run(command("prune", model, tmp_path, cache_dir)[:-1] + [tmp_path / "link"], capsys)
+    assert_clear_error(code, err, "would overwrite the input")
+
+
 def test_recover_refuses_to_write_over_its_student_or_teacher(tiny_teacher, tmp_path, cache_dir, capsys):
     for out in (tiny_teacher, tmp_path / "s"):
         args = ["recover", tmp_path / "s" if out != tiny_teacher else tiny_teacher, "--teacher", tiny_teacher,
