@@ -4,6 +4,7 @@ absolute path), links and images that resolve, tables for reading, and an index 
 The report is built from run records shaped like the smoke sweep's (one or more per study notebook, with
 measured-looking numbers, so that the figures and tables are drawn), each with a small executed notebook
 carrying what a real one carries: a progress-bar warning on stderr, this machine's paths, a figure, a table.
+The same page checks run on the real smoke sweep's report in tests/test_sweep.py (test_smoke_config_end_to_end).
 """
 
 import base64
@@ -264,27 +265,3 @@ def test_scrub_paths_and_range_index():
     assert "<th>0</th>" in t and "<th>0</th>" not in R.drop_range_index(t)
     named = pd.DataFrame({"a": [1, 2]}, index=["x", "y"]).to_html()
     assert R.drop_range_index(named) == named
-
-
-@pytest.mark.slow
-def test_the_smoke_sweeps_report_is_clean(tmp_path, cache_dir):
-    """configs/smoke.yaml through the sweep, then its report, with the checks above (minutes: not in make test;
-    `pytest -m slow tests/test_report.py`)."""
-    import yaml
-
-    from studylib import sweep as S
-
-    cfg = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
-    cfg["defaults"] |= {"checkpoint_root": str(tmp_path / "ckpt"), "cache_dir": str(cache_dir)}
-    cells = S.expand(cfg, "smoke.yaml")
-    runs, reports = tmp_path / "reports" / "runs", tmp_path / "reports"
-    result = S.sweep(cells, runs=runs, jobs=2, log=print)
-    assert not result["failed"] and not result["blocked"]
-    index = R.build_report(runs, reports)
-    check_links(reports)
-    check_math(reports)
-    check_clean(reports, {str(tmp_path), str(ROOT), str(Path.home())})
-    text = index.read_text()
-    for rec in S.collect(runs):
-        assert html.escape(R.scrub_paths(R.run_title(rec), [(str(reports.resolve()), "reports")])) in text
-    assert "Recovery: widthwise L2 30 %, LoRA, CE + hidden KD, 16 examples (8 % of the data)" in text

@@ -324,6 +324,20 @@ def test_smoke_config_end_to_end(tmp_path, cache_dir, monkeypatch):
     assert {"none", "projector:ce", "lora:ce+hidden"} <= set(R.retention(S.collect(runs))["recipe"])
     assert summary["retention"] == [] or {"recipe", "avg_percent"} <= set(summary["retention"][0])
     assert index.exists() and len(list((tmp_path / "reports" / "pages").glob("*.html"))) == len(cells)
+    # the report pages of a real sweep: links and images resolve, math by the local MathJax, nothing a reader
+    # must not see (warnings, tracebacks, absolute paths), every run named by its parameters on the index
+    import html
+
+    from test_report import check_clean, check_links, check_math
+
+    reports = tmp_path / "reports"
+    check_links(reports)
+    check_math(reports)
+    check_clean(reports, {str(tmp_path), str(ROOT), str(Path.home())})
+    text = index.read_text()
+    for rec in S.collect(runs):
+        assert html.escape(R.scrub_paths(R.run_title(rec), [(str(reports.resolve()), "reports")])) in text
+    assert "Recovery: widthwise L2 30 %, LoRA, CE + hidden KD, 16 examples (8 % of the data)" in text
 
 
 def test_cli_sweep_bad_input(tmp_path, capsys):
