@@ -93,10 +93,6 @@ class RecoveryResult:
 # Checks (all before any training starts)
 
 
-def _check_choice(name: str, value, allowed: tuple) -> None:
-    V.choice(name, value, allowed)
-
-
 def check_config(cfg: RecoveryConfig) -> None:
     """Raise a ValueError naming the parameter and its allowed values for any bad setting."""
     for name, allowed in (("train", TRAIN_MODES), ("loss", LOSSES), ("kl_positions", KL_POSITIONS),
@@ -208,7 +204,7 @@ def masked_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def kd_positions(labels: torch.Tensor, attention_mask: torch.Tensor, positions: str = "answer") -> torch.Tensor:
     """Boolean (B, L-1) mask of the logits positions that distillation compares: those predicting an
     answer token (`answer`) or any real token (`all`)."""
-    _check_choice("kl_positions", positions, KL_POSITIONS)
+    V.choice("kl_positions", positions, KL_POSITIONS)
     if positions == "answer":
         return labels[:, 1:] != -100
     return attention_mask[:, 1:].bool()

@@ -46,7 +46,6 @@ records are the same files, so a sweep can be resumed locally or on the cluster 
 from __future__ import annotations
 
 import ast
-import difflib
 import errno
 import fnmatch
 import functools
@@ -67,7 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import files
-from .validate import EXECUTORS
+from .validate import EXECUTORS, did_you_mean
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = Path(__file__).resolve().parent  # studylib's source, what `code_fingerprint` reads (tests point it elsewhere)
@@ -102,10 +101,8 @@ def _notebook_path(name) -> Path:
     """notebooks/<name>.ipynb for a plain notebook name (no folder, no suffix: `../x` or `/x` are refused)."""
     valid = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if not p.name.startswith("."))
     if not isinstance(name, str) or name not in valid:
-        hint = difflib.get_close_matches(str(name), valid, n=1)
-        raise ValueError(f"unknown notebook {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") +
-                         f"; valid notebooks are: {', '.join(valid)} (the name of a file in {NOTEBOOKS}, "
-                         "without .ipynb)")
+        raise ValueError(f"unknown notebook {name!r}{did_you_mean(name, valid)}; valid notebooks are: "
+                         f"{', '.join(valid)} (the name of a file in {NOTEBOOKS}, without .ipynb)")
     return NOTEBOOKS / f"{name}.ipynb"
 
 
@@ -275,11 +272,6 @@ CELL_KEYS = ("notebook", "parameters", "grid", "after")
 INJECTED = ("metrics_path",)  # set by the sweep for every cell (`run_cell`): not for a config to set
 
 
-def _did_you_mean(name, valid) -> str:
-    hint = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1)
-    return f" (did you mean {hint[0]!r}?)" if hint else ""
-
-
 def expand(config: dict, source: str = "config", check_names: bool = False) -> list[Cell]:
     """The cells of a config, with their run ids and dependencies, in an order that respects `after`.
 
@@ -288,7 +280,7 @@ def expand(config: dict, source: str = "config", check_names: bool = False) -> l
     if isinstance(config, dict):
         unknown = [k for k in config if k not in TOP_KEYS]
         if unknown:
-            raise ValueError(f"{source}: unknown top-level key {unknown[0]!r}{_did_you_mean(unknown[0], TOP_KEYS)}; "
+            raise ValueError(f"{source}: unknown top-level key {unknown[0]!r}{did_you_mean(unknown[0], TOP_KEYS)}; "
                              f"allowed: {', '.join(TOP_KEYS)}")
     if not isinstance(config, dict) or not isinstance(config.get("cells"), list) or not config["cells"]:
         raise ValueError(f"{source}: expected 'cells:' with a list of {{notebook, parameters, grid, after}} entries")
@@ -303,7 +295,7 @@ def expand(config: dict, source: str = "config", check_names: bool = False) -> l
         unknown = set(entry) - set(CELL_KEYS)
         if unknown:
             first = sorted(unknown)[0]
-            raise ValueError(f"{source}: cell {i} has unknown keys {sorted(unknown)}{_did_you_mean(first, CELL_KEYS)}; "
+            raise ValueError(f"{source}: cell {i} has unknown keys {sorted(unknown)}{did_you_mean(first, CELL_KEYS)}; "
                              f"allowed: {', '.join(CELL_KEYS)}")
         name = entry["notebook"]
         try:
@@ -351,7 +343,7 @@ def check_parameters(config: dict, source: str = "config") -> None:
     def bad(name, valid, where):
         if name in INJECTED:
             return ValueError(f"{source}: {where}: {name!r} is set by the sweep for every cell; remove it")
-        return ValueError(f"{source}: {where}: unknown parameter {name!r}{_did_you_mean(name, valid)}; "
+        return ValueError(f"{source}: {where}: unknown parameter {name!r}{did_you_mean(name, valid)}; "
                           f"valid names: {', '.join(v for v in valid if v not in INJECTED)}")
 
     everywhere = sorted({p for names in known.values() for p in names})

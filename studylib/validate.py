@@ -41,7 +41,8 @@ DEVICE_TYPES = ("cpu", "cuda", "mps")
 # The `_why_*` helpers say what is wrong (or None), so argparse types and library checks share the words.
 
 
-def _did_you_mean(value, allowed) -> str:
+def did_you_mean(value, allowed) -> str:
+    """" (did you mean 'x'?)" for the closest of `allowed`, or "" when none is close."""
     close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -51,7 +52,7 @@ def choice(name: str, value, allowed) -> str:
     allowed = tuple(allowed)
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}"
-                         f"{_did_you_mean(value, allowed)}")
+                         f"{did_you_mean(value, allowed)}")
     return value
 
 
@@ -159,7 +160,7 @@ def _why_csv(text, allowed) -> str | None:
         return f"must be a comma-separated list{hint}; got {text!r}"
     bad = [t for t in items if allowed is not None and t not in allowed]
     if bad:
-        return f"must be a comma-separated list{hint}; {bad[0]!r} is not one{_did_you_mean(bad[0], allowed)}"
+        return f"must be a comma-separated list{hint}; {bad[0]!r} is not one{did_you_mean(bad[0], allowed)}"
     return None
 
 
