@@ -158,7 +158,7 @@ def _prune_settings(args) -> dict:
     """Check every argument of `studylib prune` (before any model or data is loaded)."""
     from . import pruning as P
 
-    V.choice("--criterion", args.criterion, V.LAYER_CRITERIA if args.paradigm == "layerwise" else V.WIDTH_CRITERIA)
+    V.choice("--criterion", args.criterion, P.criteria(args.paradigm))  # the registered criteria
     layerwise = args.paradigm == "layerwise"
     if args.n_layers is not None and not layerwise:
         raise ValueError("--n-layers applies to layerwise pruning only; use --ratio for widthwise pruning")
@@ -168,9 +168,10 @@ def _prune_settings(args) -> dict:
         raise ValueError("give either --ratio or --n-layers, not both")
     if args.ratio is None and args.n_layers is None:
         raise ValueError("--ratio is required: the fraction of LM parameters to remove, a number in [0, 1)")
-    samples = args.calib_samples if args.calib_samples is not None else P.default_calib_samples(args.criterion)
-    if not P.needs_calibration(args.criterion):
-        samples = 0  # deepest, random, l1, l2 never look at data
+    declared = P.get_criterion(args.paradigm, args.criterion)
+    samples = args.calib_samples if args.calib_samples is not None else declared.default_samples
+    if declared.needs == "nothing":
+        samples = 0  # the criterion never looks at data (deepest, random, l1, l2)
     elif not args.data:
         V.integer("--calib-samples", samples, 1, args.n_train)
     _image_folder(args)
@@ -382,9 +383,39 @@ def _add_bench_parser(sub) -> None:
     b.set_defaults(func=cmd_bench)
 
 
-def build_parser(recovery_defaults: bool = False) -> argparse.ArgumentParser:
+def _describe_criteria(pr) -> None:
+    """`prune --help` from the criteria registry: the names, each one's formula and needs, the default
+    calibration samples (imports studylib.pruning, hence torch: only for `prune --help`)."""
+    import textwrap
+
+    from . import pruning as P
+
+    registered = [c for paradigm in V.PARADIGMS for c in P.CRITERIA[paradigm].values()]
+
+    def named(keep) -> str:
+        return ", ".join(dict.fromkeys(c.name for c in registered if keep(c)))  # 'random' once
+
+    by_dest = {a.dest: a for a in pr._actions}
+    by_dest["criterion"].help = "; ".join(f"{p}: {', '.join(P.criteria(p))}" for p in V.PARADIGMS)
+    counts = sorted({c.default_samples for c in registered if c.needs != "nothing"})
+    per_count = "; ".join(f"{n} for {named(lambda c: c.needs != 'nothing' and c.default_samples == n)}" for n in counts)
+    by_dest["calib_samples"].help = (f"calibration samples (default: the criterion's: {per_count}; none for "
+                                     f"{named(lambda c: c.needs == 'nothing')}, which use no data)")
+    lines = ["criteria (needs: nothing; forward passes over calibration data; gradients: a backward pass too):"]
+    for paradigm in V.PARADIGMS:
+        lines.append(f"  {paradigm}")
+        for c in P.CRITERIA[paradigm].values():
+            needs = "no data" if c.needs == "nothing" else f"{c.needs}, {c.default_samples} samples"
+            lines += textwrap.wrap(f"{c.name} ({needs}): {c.formula}", 110, initial_indent="    ",
+                                   subsequent_indent="        ", break_on_hyphens=False)
+    pr.epilog = "\n".join(lines)
+    pr.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+def build_parser(recovery_defaults: bool = False, criteria_help: bool = False) -> argparse.ArgumentParser:
     """The whole command line. It imports nothing heavy: names and checks come from `studylib.validate`.
-    `recovery_defaults`: show RecoveryConfig's defaults in `recover --help` (imports studylib.recovery)."""
+    `recovery_defaults`: show RecoveryConfig's defaults in `recover --help` (imports studylib.recovery);
+    `criteria_help`: list the registered criteria in `prune --help` (imports studylib.pruning)."""
     count, natural = V.arg_int(1), V.arg_int(0)
     positive = V.arg_number(0, low_open=True)
     p = argparse.ArgumentParser(prog="studylib", description=__doc__,
@@ -438,12 +469,12 @@ def build_parser(recovery_defaults: bool = False) -> argparse.ArgumentParser:
     pr.add_argument("--paradigm", required=True, choices=V.PARADIGMS, metavar="{layerwise,widthwise}",
                     help="layerwise: remove decoder blocks; widthwise: remove attention heads and MLP neurons")
     pr.add_argument("--criterion", required=True, metavar="NAME",
-                    help=f"layerwise: {', '.join(V.LAYER_CRITERIA)}; widthwise: {', '.join(V.WIDTH_CRITERIA)}")
+                    help="a registered criterion of the paradigm (listed by `studylib prune --help`)")
     pr.add_argument("--ratio", default=None, type=V.arg_number(0, 1, high_open=True), metavar="R",
                     help="fraction of LM parameters to remove, in [0, 1)")
     pr.add_argument("--out", required=True, metavar="DIR", help="output checkpoint folder")
     pr.add_argument("--calib-samples", type=count, default=None, metavar="N",
-                    help="calibration samples (default: 10 for Taylor criteria, 50 otherwise)")
+                    help="calibration samples (default: the criterion's)")
     pr.add_argument("--seed", type=natural, default=0, metavar="S",
                     help="seed of the training data, of the calibration draw and of 'random'")
     pr.add_argument("--layers", default=None, metavar="START:END",
@@ -461,6 +492,8 @@ def build_parser(recovery_defaults: bool = False) -> argparse.ArgumentParser:
     pr.add_argument("--image-folder", default=None, metavar="DIR", help="images of --data (default: its folder)")
     _add_loading_args(pr)
     pr.set_defaults(func=cmd_prune)
+    if criteria_help:
+        _describe_criteria(pr)
 
     _add_bench_parser(sub)
 
@@ -552,8 +585,10 @@ def build_parser(recovery_defaults: bool = False) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse, run; bad input (ValueError, a missing or unwritable file) is one line on stderr and exit code 2."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    helping = argv[:1] == ["recover"] and bool({"-h", "--help"} & set(argv))
-    args = build_parser(recovery_defaults=helping).parse_args(argv)
+    helping = bool({"-h", "--help"} & set(argv))
+    parser = build_parser(recovery_defaults=helping and argv[:1] == ["recover"],
+                          criteria_help=helping and argv[:1] == ["prune"])
+    args = parser.parse_args(argv)
     try:
         args.func(args)
     except (ValueError, OSError) as e:  # OSError: FileNotFoundError, PermissionError, a full disk, ...

@@ -26,10 +26,13 @@ The approach, in three small pieces:
    `import studylib.pruned_modeling`, with no `trust_remote_code`.
 
 Limits: caches that preallocate from the config (StaticCache) assume one width for every layer; the
-default DynamicCache works. Only families listed in `FAMILIES` are registered.
+default DynamicCache works. Only families listed in `FAMILIES` (or added with `register_family`) are
+registered.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from torch import nn
 from transformers import (
@@ -65,17 +68,37 @@ from transformers import (
     Qwen3Model,
 )
 
-# model_type -> (config class, base model class, causal LM class) of the stock family
-FAMILIES: dict[str, tuple[type, type, type]] = {
-    "llama": (LlamaConfig, LlamaModel, LlamaForCausalLM),
-    "mistral": (MistralConfig, MistralModel, MistralForCausalLM),
-    "qwen2": (Qwen2Config, Qwen2Model, Qwen2ForCausalLM),
-    "qwen3": (Qwen3Config, Qwen3Model, Qwen3ForCausalLM),
-    "gemma": (GemmaConfig, GemmaModel, GemmaForCausalLM),
-    "gemma2": (Gemma2Config, Gemma2Model, Gemma2ForCausalLM),
-    "gemma3_text": (Gemma3TextConfig, Gemma3TextModel, Gemma3ForCausalLM),
-    "phi": (PhiConfig, PhiModel, PhiForCausalLM),
-    "phi3": (Phi3Config, Phi3Model, Phi3ForCausalLM),
+# The projections of a decoder block, by role -> attribute name (on `layer.self_attn` and `layer.mlp`).
+ATTENTION = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
+MLP = {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
+
+
+@dataclass(frozen=True)
+class Family:
+    """A stock decoder family: its config, base model and causal LM classes, and the attribute names of the
+    projections of a block by role (attention: q, k, v, o or a fused qkv, and o; MLP: gate, up, down, or up
+    and down (fc1/fc2), or a fused gate_up and down). The defaults are Llama's names."""
+
+    config: type
+    model: type
+    causal_lm: type
+    attention: dict[str, str] = field(default_factory=lambda: dict(ATTENTION))
+    mlp: dict[str, str] = field(default_factory=lambda: dict(MLP))
+
+
+# The decoder families that can be pruned, by the decoder config's model_type: one entry per family.
+FAMILIES: dict[str, Family] = {
+    "llama": Family(LlamaConfig, LlamaModel, LlamaForCausalLM),
+    "mistral": Family(MistralConfig, MistralModel, MistralForCausalLM),
+    "qwen2": Family(Qwen2Config, Qwen2Model, Qwen2ForCausalLM),
+    "qwen3": Family(Qwen3Config, Qwen3Model, Qwen3ForCausalLM),
+    "gemma": Family(GemmaConfig, GemmaModel, GemmaForCausalLM),
+    "gemma2": Family(Gemma2Config, Gemma2Model, Gemma2ForCausalLM),
+    "gemma3_text": Family(Gemma3TextConfig, Gemma3TextModel, Gemma3ForCausalLM),
+    "phi": Family(PhiConfig, PhiModel, PhiForCausalLM, attention={**ATTENTION, "o": "dense"},
+                  mlp={"up": "fc1", "down": "fc2"}),
+    "phi3": Family(Phi3Config, Phi3Model, Phi3ForCausalLM, attention={"qkv": "qkv_proj", "o": "o_proj"},
+                   mlp={"gate_up": "gate_up_proj", "down": "down_proj"}),
 }
 
 PREFIX = "pruned_"
@@ -146,7 +169,8 @@ def base_family(model_type: str) -> str:
 
 def _make_family(model_type: str) -> tuple[type, type, type]:
     """Create and register PrunedXConfig, PrunedXModel and PrunedXForCausalLM for one stock family."""
-    config_cls, model_cls, causal_cls = FAMILIES[model_type]
+    family = FAMILIES[model_type]
+    config_cls, model_cls, causal_cls = family.config, family.model, family.causal_lm
     name = config_cls.__name__.removesuffix("Config")
 
     # No new dataclass fields: the per-layer lists are extra attributes, which configs save and load.
@@ -175,3 +199,14 @@ def _make_family(model_type: str) -> tuple[type, type, type]:
 
 # model_type -> (PrunedXConfig, PrunedXModel, PrunedXForCausalLM); built and registered on import
 PRUNED_CLASSES: dict[str, tuple[type, type, type]] = {family: _make_family(family) for family in FAMILIES}
+
+
+def register_family(family: Family) -> tuple[type, type, type]:
+    """Add a decoder family under its config's model_type (from your own code: the entries above are the
+    built-in ones) and register its pruned_<model_type> classes; returns them."""
+    model_type = family.config.model_type
+    if not model_type or model_type.startswith(PREFIX):
+        raise ValueError(f"{family.config.__name__}.model_type must name a stock family; got {model_type!r}")
+    FAMILIES[model_type] = family
+    PRUNED_CLASSES[model_type] = _make_family(model_type)
+    return PRUNED_CLASSES[model_type]

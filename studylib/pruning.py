@@ -27,48 +27,37 @@ Saving. A pruned checkpoint is a plain Hugging Face checkpoint (`save_pretrained
   which reloads with `AutoModelForImageTextToText` / `AutoModelForCausalLM` after
   `import studylib.pruned_modeling`.
 
-The importance criteria are written out by hand below because they are the method being studied;
-hooks, autograd and transformers do the rest.
+The criteria are a registry. Each importance criterion is one function, written out by hand below because
+it is the method being studied, registered with `@layer_criterion(name, needs=..., samples=...)` or
+`@width_criterion(...)`, its formula in its docstring; `criteria(paradigm)` lists them, and the command line,
+the notebooks and the errors read that list (docs/extending.md adds one). The decoder families are the
+registry `pruned_modeling.FAMILIES`. Hooks, autograd and transformers do the rest.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import math
 import numbers
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 # importing pruned_modeling registers the Pruned* classes with the Auto classes
-from .pruned_modeling import LAYER_FIELDS, PRUNED_CLASSES, base_family, is_pruned_config, layer_config
-from .validate import LAYER_CRITERIA, PARADIGMS, WIDTH_CRITERIA  # noqa: F401  (the names users pass)
+from .pruned_modeling import FAMILIES, LAYER_FIELDS, PRUNED_CLASSES, base_family, is_pruned_config, layer_config
+from .validate import PARADIGMS, did_you_mean
 
 REDUCTIONS = ("sum", "mean", "max")
 TOKENS = ("all", "image", "text")
 MLLM_CLASSES = ("LlavaForConditionalGeneration", "LlavaNextForConditionalGeneration")
-
-# Names of the projections inside a decoder block, per family (role -> attribute name).
-_ATTN = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
-_MLP = {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
-LAYOUTS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
-    "llama": (_ATTN, _MLP),
-    "mistral": (_ATTN, _MLP),
-    "qwen2": (_ATTN, _MLP),
-    "qwen3": (_ATTN, _MLP),
-    "gemma": (_ATTN, _MLP),
-    "gemma2": (_ATTN, _MLP),
-    "gemma3_text": (_ATTN, _MLP),
-    "phi": ({"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "dense"}, {"up": "fc1", "down": "fc2"}),
-    "phi3": ({"qkv": "qkv_proj", "o": "o_proj"}, {"gate_up": "gate_up_proj", "down": "down_proj"}),
-}
-
 
 # ----------------------------------------------------------------------------------------------
 # Adapter: find the language model and describe its blocks
@@ -107,7 +96,7 @@ class LMInfo:
 def _unsupported(what: str) -> ValueError:
     return ValueError(
         f"unsupported {what}. Supported: {', '.join(MLLM_CLASSES)} and causal LMs (e.g. LlamaForCausalLM) "
-        f"whose decoder family is one of {', '.join(LAYOUTS)}"
+        f"whose decoder family is one of {', '.join(FAMILIES)}"
     )
 
 
@@ -121,9 +110,9 @@ def describe_lm(model: nn.Module) -> LMInfo:
     else:
         raise _unsupported(f"architecture {type(model).__name__}")
     family = base_family(decoder.config.model_type)
-    if family not in LAYOUTS:
+    if family not in FAMILIES:
         raise _unsupported(f"decoder family {decoder.config.model_type!r}")
-    attn_names, mlp_names = LAYOUTS[family]
+    attn_names, mlp_names = FAMILIES[family].attention, FAMILIES[family].mlp
 
     blocks = []
     for layer in decoder.layers:
@@ -162,13 +151,6 @@ def _check_ratio(ratio) -> None:
         raise ValueError(f"ratio must be a number in [0, 1) (fraction of LM parameters removed); got {ratio!r}")
 
 
-def _check_criterion(paradigm: str, criterion: str) -> None:
-    _check_choice("paradigm", paradigm, PARADIGMS)
-    allowed = LAYER_CRITERIA if paradigm == "layerwise" else WIDTH_CRITERIA
-    if criterion not in allowed:
-        raise ValueError(f"criterion for {paradigm} pruning must be one of {', '.join(allowed)}; got {criterion!r}")
-
-
 def _check_layers(layers, num_layers: int, default: range) -> list[int]:
     """The candidate layers as a sorted list; every index must be a block of the model."""
     chosen = sorted(set(default if layers is None else layers))
@@ -178,6 +160,129 @@ def _check_layers(layers, num_layers: int, default: range) -> list[int]:
     if not chosen:
         raise ValueError(f"layers selects no decoder block (the model has {num_layers})")
     return chosen
+
+
+# ----------------------------------------------------------------------------------------------
+# The criteria registry: one function per criterion, registered with what it needs
+
+NEEDS = ("nothing", "forward", "gradients")  # weights or positions only / forward passes / a backward pass too
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A registered importance criterion. `score` is the function, its docstring states the formula;
+    needs: 'nothing' (weights or block positions only), 'forward' (forward passes over calibration data) or
+    'gradients' (a backward pass too); default_samples: the calibration samples drawn when none are asked
+    (nominal when needs is 'nothing')."""
+
+    name: str
+    paradigm: str
+    score: Callable = field(repr=False)
+    needs: str
+    default_samples: int
+
+    @property
+    def formula(self) -> str:
+        """The first paragraph of the docstring, on one line."""
+        return " ".join(inspect.getdoc(self.score).split("\n\n")[0].split())
+
+
+CRITERIA: dict[str, dict[str, Criterion]] = {paradigm: {} for paradigm in PARADIGMS}  # in registration order
+
+
+def _registrar(paradigm: str, name: str, needs: str, samples: int, replace: bool):
+    if not isinstance(name, str) or not name or any(ch in name for ch in " ,;="):
+        raise ValueError(f"criterion name must be a non-empty string without spaces or ,;=; got {name!r}")
+    _check_choice("needs", needs, NEEDS)
+    _check_count("samples", samples, 1)
+    if name in CRITERIA[paradigm] and not replace:
+        raise ValueError(f"{paradigm} criterion {name!r} is already registered; pass replace=True to replace it")
+
+    def register(score: Callable) -> Callable:
+        if not (inspect.getdoc(score) or "").strip():
+            raise ValueError(f"{paradigm} criterion {name!r}: its function needs a docstring stating the formula")
+        CRITERIA[paradigm][name] = Criterion(name, paradigm, score, needs, samples)
+        return score
+
+    return register
+
+
+def layer_criterion(name: str, *, needs: str, samples: int = 50, replace: bool = False):
+    """Decorator: register `score(model, info, batches, tokens, seed)` as the layerwise criterion `name`.
+    It returns one score per decoder block of `info` (higher = keep), or (scores, runs) where runs[n][l]
+    scores removing the n contiguous blocks from l (lower = removed first; the plan then removes one run)."""
+    return _registrar("layerwise", name, needs, samples, replace)
+
+
+def width_criterion(name: str, *, needs: str, samples: int = 50, replace: bool = False):
+    """Decorator: register `score(model, info, batches, reduction, seed)` as the widthwise criterion `name`.
+    It returns, per decoder block of `info`, the scores of its (query heads, key/value groups, neurons)
+    (higher = keep); `weight_scores` groups element scores of the weights that way."""
+    return _registrar("widthwise", name, needs, samples, replace)
+
+
+def unregister_criterion(paradigm: str, name: str) -> Criterion:
+    """Remove a registered criterion (e.g. one a test or a notebook added) and return it."""
+    get_criterion(paradigm, name)
+    return CRITERIA[paradigm].pop(name)
+
+
+def criteria(paradigm: str) -> list[str]:
+    """The names of the criteria registered for `paradigm`, in registration order."""
+    _check_choice("paradigm", paradigm, PARADIGMS)
+    return list(CRITERIA[paradigm])
+
+
+def get_criterion(paradigm: str, name: str) -> Criterion:
+    """The registered criterion; an unknown name is an error listing the registered ones."""
+    _check_choice("paradigm", paradigm, PARADIGMS)
+    registered = CRITERIA[paradigm]
+    if name not in registered:
+        other = [p for p in PARADIGMS if name in CRITERIA[p]]
+        hint = f" (a {other[0]} criterion)" if other else did_you_mean(name, registered)
+        raise ValueError(f"criterion for {paradigm} pruning must be one of {', '.join(registered)}; got {name!r}{hint}")
+    return registered[name]
+
+
+def _find_criterion(name: str, paradigm: str | None) -> Criterion:
+    """By name in either paradigm (the same name must then declare the same needs in both)."""
+    if paradigm is not None:
+        return get_criterion(paradigm, name)
+    found = [CRITERIA[p][name] for p in PARADIGMS if name in CRITERIA[p]]
+    if not found:
+        listed = "; ".join(f"{p}: {', '.join(CRITERIA[p])}" for p in PARADIGMS)
+        every = [n for p in PARADIGMS for n in CRITERIA[p]]
+        raise ValueError(f"unknown criterion {name!r}{did_you_mean(name, every)}; registered: {listed}")
+    if len({(c.needs, c.default_samples) for c in found}) > 1:
+        raise ValueError(f"criterion {name!r} declares different needs per paradigm; pass paradigm=")
+    return found[0]
+
+
+def default_calib_samples(criterion: str, paradigm: str | None = None) -> int:
+    """The calibration samples the criterion declares (the study: 10 for the Taylor criteria, as LLM-Pruner,
+    50 for the others, as ShortGPT's Block Influence)."""
+    return _find_criterion(criterion, paradigm).default_samples
+
+
+def needs_calibration(criterion: str, paradigm: str | None = None) -> bool:
+    """False for criteria that never look at data (needs='nothing': deepest, random, l1, l2)."""
+    return _find_criterion(criterion, paradigm).needs != "nothing"
+
+
+def _check_batches(c: Criterion, batches: list) -> None:
+    if c.needs != "nothing" and not batches:
+        raise ValueError(f"criterion {c.name!r} needs calibration batches; got none")
+
+
+@contextmanager
+def _evaluating(model: nn.Module):
+    """model.eval() inside the block, the model's own mode after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,20 +305,7 @@ def calibration_fingerprint(batches: list[dict]) -> str:
     return h.hexdigest()[:16]
 
 
-TAYLOR_CRITERIA = ("taylor", "taylor-vector")
-DATA_FREE_CRITERIA = ("deepest", "random", "l1", "l2")  # scored from the weights alone (or by position)
 DEFAULT_N_TRAIN = 20000  # size of the instruction mix the teacher is trained on (TeacherConfig.n_train)
-
-
-def default_calib_samples(criterion: str) -> int:
-    """The study's calibration sizes: 10 samples for Taylor-type criteria (LLM-Pruner), 50 for the others
-    (ShortGPT's Block Influence and the forward-only criteria)."""
-    return 10 if criterion in TAYLOR_CRITERIA else 50
-
-
-def needs_calibration(criterion: str) -> bool:
-    """False for criteria that never look at data (deepest, random, l1, l2)."""
-    return criterion not in DATA_FREE_CRITERIA
 
 
 def _check_count(name: str, value, minimum: int = 1, maximum: int | None = None) -> None:
@@ -324,13 +416,9 @@ class _Hooks:
 
 @dataclass
 class LayerScores:
-    """Importance of each decoder block; higher = more important (removed last).
-
-    bi: mean over tokens of BI = 1 - cos(x_in, x_out); angular: per-block angular distance
-    arccos(cos(x_l, x_{l+1}))/pi, plus `angular[n][l]` for every contiguous run of n blocks starting at l;
-    loss: LM loss with the block skipped minus the full model's loss; deepest: deep blocks first but the
-    last block kept; random: seeded.
-    """
+    """Importance of each decoder block; higher = more important (removed last). The formulas are the
+    docstrings of the registered criteria (`CRITERIA["layerwise"]`). angular: for the `angular` criterion,
+    `angular[n][l]` scores removing the run of n blocks starting at l (the plan removes the lowest run)."""
 
     criterion: str
     scores: list[float]
@@ -401,6 +489,12 @@ def _angular_distances(states: torch.Tensor) -> dict[int, list[float]]:
     return out
 
 
+def boundary_states(model, info: LMInfo, batches) -> torch.Tensor:
+    """(samples, blocks + 1, hidden): the hidden state at the last non-pad token of every sample at every
+    block boundary (the input of block l; the last entry is the output of the last block)."""
+    return _layer_pass(model, info, batches, "all")[1]
+
+
 def _mean_loss(model, batches, image_token_id) -> float:
     device = _device(model)
     with torch.no_grad():
@@ -408,8 +502,25 @@ def _mean_loss(model, batches, image_token_id) -> float:
     return torch.stack(losses).mean().item()
 
 
-def _loss_scores(model, info: LMInfo, batches) -> list[float]:
-    """Loss increase when block i is skipped (its output replaced by its input)."""
+@layer_criterion("bi", needs="forward")
+def layer_bi(model, info: LMInfo, batches, tokens: str, seed: int) -> list[float]:
+    """Block Influence (ShortGPT): BI_i = 1 - E_t cos(x_i,t, x_i+1,t), x_i,t the input of block i at token t,
+    over the scored tokens t (tokens: all, image or text; pad tokens never)."""
+    return _layer_pass(model, info, batches, tokens)[0]
+
+
+@layer_criterion("angular", needs="forward")
+def layer_angular(model, info: LMInfo, batches, tokens: str, seed: int):
+    """Angular distance (Gromov et al.): d(l, n) = E_s arccos(cos(x_l, x_l+n)) / pi at the last token of each
+    sample s; block i scores d(i, 1), and the plan removes the run of n blocks with the smallest d(l, n)."""
+    runs = _angular_distances(_layer_pass(model, info, batches, tokens)[1])
+    return runs.get(1, [0.0] * len(info.blocks)), runs
+
+
+@layer_criterion("loss", needs="forward")
+def layer_loss(model, info: LMInfo, batches, tokens: str, seed: int) -> list[float]:
+    """Loss increase: S_i = L(model with block i skipped) - L(model), L the mean LM loss over the batches
+    (block i skipped: its output replaced by its input)."""
 
     def skip(module, args, kwargs, output):
         hidden = _hidden_in(args, kwargs)
@@ -423,35 +534,32 @@ def _loss_scores(model, info: LMInfo, batches) -> list[float]:
     return scores
 
 
+@layer_criterion("deepest", needs="nothing")
+def layer_deepest(model, info: LMInfo, batches, tokens: str, seed: int) -> list[float]:
+    """Deepest first: S_i = L - 1 - i for i < L - 1 and S_(L-1) = L (L blocks; the last block is kept)."""
+    num = len(info.blocks)
+    return [float(num - 1 - i) for i in range(num - 1)] + [float(num)]
+
+
+@layer_criterion("random", needs="nothing")
+def layer_random(model, info: LMInfo, batches, tokens: str, seed: int) -> list[float]:
+    """Random baseline: S_i ~ U(0, 1), seeded by `seed`."""
+    return torch.rand(len(info.blocks), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
 def layer_scores(model, criterion: str, batches: list[dict], *, tokens: str = "all", seed: int = 0) -> LayerScores:
-    """Score every decoder block once; reuse the result for every ratio."""
-    _check_criterion("layerwise", criterion)
+    """Score every decoder block once with a registered criterion; reuse the result for every ratio."""
+    c = get_criterion("layerwise", criterion)
     _check_choice("tokens", tokens, TOKENS)
     info = describe_lm(model)
-    num = len(info.blocks)
     fingerprint = calibration_fingerprint(batches)
-    was_training = model.training
-    model.eval()
-    try:
-        angular = None
-        if criterion in ("bi", "angular"):
-            if not batches:
-                raise ValueError(f"criterion {criterion!r} needs calibration batches; got none")
-            bi, states = _layer_pass(model, info, batches, tokens)
-            if criterion == "bi":
-                scores = bi
-            else:
-                angular = _angular_distances(states)
-                scores = angular.get(1, [0.0] * num)
-        elif criterion == "loss":
-            scores = _loss_scores(model, info, batches)
-        elif criterion == "deepest":
-            scores = [float(num - 1 - i) for i in range(num - 1)] + [float(num)]  # last block most important
-        else:  # random
-            scores = torch.rand(num, generator=torch.Generator().manual_seed(seed)).tolist()
-    finally:
-        model.train(was_training)
-    return LayerScores(criterion, [float(s) for s in scores], fingerprint, tokens, angular)
+    _check_batches(c, batches)
+    with _evaluating(model):
+        result = c.score(model, info, batches, tokens, seed)
+    scores, runs = result if isinstance(result, tuple) else (result, None)
+    if len(scores) != len(info.blocks):
+        raise ValueError(f"criterion {criterion!r} gave {len(scores)} scores for {len(info.blocks)} blocks")
+    return LayerScores(criterion, [float(s) for s in scores], fingerprint, tokens, runs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -466,12 +574,8 @@ def layer_scores(model, criterion: str, batches: list[dict], *, tokens: str = "a
 
 @dataclass
 class WidthScores:
-    """Importance of every query head, key/value group and MLP neuron of every block (higher = keep).
-
-    taylor: sum |w * dL/dw| over the group (LLM-Pruner param_first); taylor-vector: |sum w * dL/dw|;
-    l1: sum |w|; l2: sum w^2; wanda: sum |w_ij| * ||x_j|| (x: the input of w's layer over all tokens);
-    activation: mean |a| of the head output / neuron activation over tokens (Minitron); random: seeded.
-    """
+    """Importance of every query head, key/value group and MLP neuron of every block (higher = keep). The
+    formulas are the docstrings of the registered criteria (`CRITERIA["widthwise"]`)."""
 
     criterion: str
     reduction: str
@@ -496,45 +600,38 @@ def _grouped(weight: torch.Tensor, bias: torch.Tensor | None, start: int, count:
     return part
 
 
-def _element_scores(linear: nn.Linear, criterion: str, input_norm: torch.Tensor | None):
-    """Per-element score of a Linear's weight and bias (bias: None when the criterion ignores it)."""
-    w, b = linear.weight.detach().float(), linear.bias
-    b = None if b is None else b.detach().float()
-    if criterion == "l1":
-        return w.abs(), None if b is None else b.abs()
-    if criterion == "l2":
-        return w.pow(2), None if b is None else b.pow(2)
-    if criterion == "wanda":
-        return w.abs() * input_norm[None, :], None
-    # taylor / taylor-vector: first-order Taylor term w * dL/dw
-    gw = linear.weight.grad.float()
-    wg, bg = w * gw, None if b is None else b * linear.bias.grad.float()
-    if criterion == "taylor":
-        return wg.abs(), None if bg is None else bg.abs()
-    return wg, bg  # taylor-vector: signed, summed per group before the absolute value
+Pair = tuple[torch.Tensor, torch.Tensor | None]  # element scores of a Linear's weight and of its bias (or None)
+Element = Callable[[int, str, nn.Linear], Pair]  # (block index, role, the Linear) -> its element scores
 
 
-def _parts_from_weights(b: BlockInfo, criterion: str, norms: dict) -> dict[str, torch.Tensor]:
+def _weights(linear: nn.Linear) -> Pair:
+    """The weight and bias of a Linear, detached, in float32."""
+    b = linear.bias
+    return linear.weight.detach().float(), None if b is None else b.detach().float()
+
+
+def _each(f: Callable[[torch.Tensor], torch.Tensor], pair: Pair) -> Pair:
+    w, b = pair
+    return f(w), None if b is None else f(b)
+
+
+def _parts_from_weights(b: BlockInfo, element: Callable[[str], Pair]) -> dict[str, torch.Tensor]:
     """Element scores grouped by unit: q (heads, n), o (heads, n), kv (kv groups, n), mlp (neurons, n)."""
     H, KV, hd, inter = b.num_heads, b.num_kv_heads, b.head_dim, b.intermediate_size
-
-    def scores(role):
-        return _element_scores(b.proj[role], criterion, norms.get(role))
-
     if "qkv" in b.proj:
-        w, bias = scores("qkv")
+        w, bias = element("qkv")
         q = _grouped(w, bias, 0, H, hd)
         kv = torch.cat([_grouped(w, bias, H * hd, KV, hd), _grouped(w, bias, (H + KV) * hd, KV, hd)], dim=1)
     else:
-        q = _grouped(*scores("q"), 0, H, hd)
-        kv = torch.cat([_grouped(*scores("k"), 0, KV, hd), _grouped(*scores("v"), 0, KV, hd)], dim=1)
-    o = _grouped(scores("o")[0].t(), None, 0, H, hd)  # columns of o; its bias is shared by all heads
+        q = _grouped(*element("q"), 0, H, hd)
+        kv = torch.cat([_grouped(*element("k"), 0, KV, hd), _grouped(*element("v"), 0, KV, hd)], dim=1)
+    o = _grouped(element("o")[0].t(), None, 0, H, hd)  # columns of o; its bias is shared by all heads
     if "gate_up" in b.proj:
-        w, bias = scores("gate_up")
+        w, bias = element("gate_up")
         mlp_in = [_grouped(w, bias, 0, inter, 1), _grouped(w, bias, inter, inter, 1)]
     else:
-        mlp_in = [_grouped(*scores(role), 0, inter, 1) for role in ("gate", "up") if role in b.proj]
-    mlp = torch.cat(mlp_in + [_grouped(scores("down")[0].t(), None, 0, inter, 1)], dim=1)
+        mlp_in = [_grouped(*element(role), 0, inter, 1) for role in ("gate", "up") if role in b.proj]
+    mlp = torch.cat(mlp_in + [_grouped(element("down")[0].t(), None, 0, inter, 1)], dim=1)
     return {"q": q, "o": o, "kv": kv, "mlp": mlp}
 
 
@@ -550,26 +647,34 @@ def _parts_from_activations(b: BlockInfo, stats: dict) -> dict[str, torch.Tensor
     }
 
 
-def _reduce(elements: torch.Tensor, criterion: str, reduction: str) -> torch.Tensor:
-    """(groups, elements) -> (groups,)."""
-    if criterion == "taylor-vector":
-        return elements.sum(dim=1).abs()  # |sum over the group of w * dL/dw|
-    if reduction == "sum":
-        return elements.sum(dim=1)
-    if reduction == "mean":
-        return elements.mean(dim=1)
-    return elements.amax(dim=1)
+Reduce = Callable[[torch.Tensor], torch.Tensor]  # (groups, elements) -> (groups,)
+_REDUCE: dict[str, Reduce] = {
+    "sum": lambda e: e.sum(dim=1),
+    "mean": lambda e: e.mean(dim=1),
+    "max": lambda e: e.amax(dim=1),
+}
 
 
-def _group_scores(b: BlockInfo, parts: dict, criterion: str, reduction: str):
+def _group_scores(b: BlockInfo, parts: dict, reduce: Reduce):
     """Scores of query heads, key/value groups and neurons of one block."""
     H, KV = b.num_heads, b.num_kv_heads
     q, o, kv = parts["q"], parts["o"], parts["kv"]
     head_parts = [q, o] + ([kv] if H == KV else [])  # multi-head attention: a head owns its k, v rows
-    heads = _reduce(torch.cat(head_parts, dim=1), criterion, reduction)
-    groups = _reduce(torch.cat([kv, q.reshape(KV, -1), o.reshape(KV, -1)], dim=1), criterion, reduction)
-    neurons = _reduce(parts["mlp"], criterion, reduction)
+    heads = reduce(torch.cat(head_parts, dim=1))
+    groups = reduce(torch.cat([kv, q.reshape(KV, -1), o.reshape(KV, -1)], dim=1))
+    neurons = reduce(parts["mlp"])
     return heads, groups, neurons
+
+
+def weight_scores(info: LMInfo, element: Element, reduction: str | Reduce) -> list[tuple]:
+    """Per block, the (query head, key/value group, neuron) scores from element scores of the weights:
+    element(block index, role, Linear) -> (weight scores, bias scores or None), reduced over each coupled
+    group by `reduction` ('sum', 'mean', 'max' or a function (groups, elements) -> (groups,))."""
+    reduce = _REDUCE[reduction] if isinstance(reduction, str) else reduction
+    return [
+        _group_scores(b, _parts_from_weights(b, lambda role: element(i, role, b.proj[role])), reduce)
+        for i, b in enumerate(info.blocks)
+    ]
 
 
 def _input_stats_pass(model, info: LMInfo, batches, roles: tuple[str, ...]) -> list[dict]:
@@ -603,9 +708,10 @@ def _input_stats_pass(model, info: LMInfo, batches, roles: tuple[str, ...]) -> l
     return stats
 
 
-def _taylor_pass(model, info: LMInfo, batches) -> list[nn.Parameter]:
-    """Forward + backward of the LM loss on every batch; gradients of the block projections accumulate
-    in .grad (only those parameters require grad during the pass). Returns the parameters to clean up."""
+@contextmanager
+def _gradients(model, info: LMInfo, batches):
+    """Forward + backward of the LM loss on every batch; inside the block, the gradients of the block
+    projections are in .grad (only those parameters require grad during the pass); cleared after."""
     params = [p for b in info.blocks for lin in b.proj.values() for p in lin.parameters()]
     wanted = {id(p) for p in params}
     saved = {p: p.requires_grad for p in model.parameters()}
@@ -614,54 +720,95 @@ def _taylor_pass(model, info: LMInfo, batches) -> list[nn.Parameter]:
         p.grad = None
     device = _device(model)
     try:
-        for batch in batches:
-            model(**_to(_with_labels(batch, info.image_token_id), device), use_cache=False).loss.backward()
+        try:
+            for batch in batches:
+                model(**_to(_with_labels(batch, info.image_token_id), device), use_cache=False).loss.backward()
+        finally:
+            for p, flag in saved.items():
+                p.requires_grad_(flag)
+        yield
     finally:
-        for p, flag in saved.items():
-            p.requires_grad_(flag)
-    return params
+        for p in params:
+            p.grad = None
+
+
+def _taylor_terms(i: int, role: str, linear: nn.Linear) -> Pair:
+    """The first-order Taylor terms w * dL/dw of a Linear's weight and bias."""
+    w, b = _weights(linear)
+    return w * linear.weight.grad.float(), None if b is None else b * linear.bias.grad.float()
+
+
+@width_criterion("taylor", needs="gradients", samples=10)
+def width_taylor(model, info: LMInfo, batches, reduction: str, seed: int) -> list[tuple]:
+    """Element-wise first-order Taylor (LLM-Pruner param_first): S_g = R_{w in g} |w * dL/dw|, R the
+    reduction (sum, mean or max) over the weights and biases of the coupled group g."""
+    with _gradients(model, info, batches):
+        return weight_scores(info, lambda i, role, lin: _each(torch.abs, _taylor_terms(i, role, lin)), reduction)
+
+
+@width_criterion("taylor-vector", needs="gradients", samples=10)
+def width_taylor_vector(model, info: LMInfo, batches, reduction: str, seed: int) -> list[tuple]:
+    """Vector-wise first-order Taylor (LLM-Pruner): S_g = |sum_{w in g} w * dL/dw| (the reduction is the sum)."""
+    with _gradients(model, info, batches):
+        return weight_scores(info, _taylor_terms, lambda e: e.sum(dim=1).abs())
+
+
+@width_criterion("l1", needs="nothing")
+def width_l1(model, info: LMInfo, batches, reduction: str, seed: int) -> list[tuple]:
+    """Magnitude: S_g = R_{w in g} |w| over the weights and biases of the group."""
+    return weight_scores(info, lambda i, role, lin: _each(torch.abs, _weights(lin)), reduction)
+
+
+@width_criterion("l2", needs="nothing")
+def width_l2(model, info: LMInfo, batches, reduction: str, seed: int) -> list[tuple]:
+    """Squared magnitude: S_g = R_{w in g} w^2 over the weights and biases of the group."""
+    return weight_scores(info, lambda i, role, lin: _each(lambda t: t.pow(2), _weights(lin)), reduction)
+
+
+@width_criterion("activation", needs="forward")
+def width_activation(model, info: LMInfo, batches, reduction: str, seed: int) -> list[tuple]:
+    """Activation (Minitron): S_g = R_{c in g} E_t |a_c,t|, a the channels entering o (head outputs) and down
+    (neuron activations), over every non-pad token t."""
+    stats = _input_stats_pass(model, info, batches, ("o", "down"))
+    reduce = _REDUCE[reduction]
+    return [_group_scores(b, _parts_from_activations(b, stats[i]), reduce) for i, b in enumerate(info.blocks)]
+
+
+@width_criterion("wanda", needs="forward")
+def width_wanda(model, info: LMInfo, batches, reduction: str, seed: int) -> list[tuple]:
+    """Wanda: S_g = R_{w_jk in g} |w_jk| * ||x_k||_2, x_k the input channel k of w's Linear over every non-pad
+    calibration token (biases ignored)."""
+    stats = _input_stats_pass(model, info, batches, tuple(info.blocks[0].proj))
+    norms = [{role: s["sq_sum"].sqrt() for role, s in block.items()} for block in stats]
+    return weight_scores(info, lambda i, role, lin: (_weights(lin)[0].abs() * norms[i][role][None, :], None), reduction)
+
+
+@width_criterion("random", needs="nothing")
+def width_random(model, info: LMInfo, batches, reduction: str, seed: int) -> list[tuple]:
+    """Random baseline: S_g ~ U(0, 1) for every query head, key/value group and neuron g, seeded by `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    sizes = [(b.num_heads, b.num_kv_heads, b.intermediate_size) for b in info.blocks]
+    return [tuple(torch.rand(n, generator=generator) for n in block) for block in sizes]
 
 
 def width_scores(
     model, criterion: str, batches: list[dict], *, reduction: str = "sum", seed: int = 0
 ) -> WidthScores:
-    """Score every query head, key/value group and neuron of every block, from one pass over the data."""
-    _check_criterion("widthwise", criterion)
+    """Score every query head, key/value group and neuron of every block with a registered criterion, from one
+    pass over the data."""
+    c = get_criterion("widthwise", criterion)
     _check_choice("reduction", reduction, REDUCTIONS)
     info = describe_lm(model)
     fingerprint = calibration_fingerprint(batches)
-    if criterion in ("taylor", "taylor-vector", "activation", "wanda") and not batches:
-        raise ValueError(f"criterion {criterion!r} needs calibration batches; got none")
-    was_training = model.training
-    model.eval()
-    params = []
-    try:
-        if criterion in ("taylor", "taylor-vector"):
-            params = _taylor_pass(model, info, batches)
-        if criterion in ("activation", "wanda"):
-            roles = ("o", "down") if criterion == "activation" else tuple(info.blocks[0].proj)
-            stats = _input_stats_pass(model, info, batches, roles)
-        generator = torch.Generator().manual_seed(seed)
-        heads, kv_heads, neurons = [], [], []
-        for i, b in enumerate(info.blocks):
-            if criterion == "random":
-                sizes = (b.num_heads, b.num_kv_heads, b.intermediate_size)
-                scores = (torch.rand(n, generator=generator) for n in sizes)
-            else:
-                if criterion == "activation":
-                    parts = _parts_from_activations(b, stats[i])
-                else:
-                    norms = {}
-                    if criterion == "wanda":  # ||x_j||_2 over all calibration tokens, per input channel
-                        norms = {role: s["sq_sum"].sqrt() for role, s in stats[i].items()}
-                    parts = _parts_from_weights(b, criterion, norms)
-                scores = _group_scores(b, parts, criterion, reduction)
-            for out, s in zip((heads, kv_heads, neurons), scores):
-                out.append([float(x) for x in s])
-    finally:
-        for p in params:
-            p.grad = None
-        model.train(was_training)
+    _check_batches(c, batches)
+    with _evaluating(model):
+        per_block = c.score(model, info, batches, reduction, seed)
+    values = [[[float(x) for x in s] for s in scores] for scores in per_block]
+    sizes = [(b.num_heads, b.num_kv_heads, b.intermediate_size) for b in info.blocks]
+    if [tuple(map(len, v)) for v in values] != sizes:
+        raise ValueError(f"criterion {criterion!r} must give per block the scores of its (query heads, key/value "
+                         f"groups, neurons), {sizes}; got {[tuple(map(len, v)) for v in values]}")
+    heads, kv_heads, neurons = ([v[k] for v in values] for k in range(3))
     return WidthScores(criterion, reduction, heads, kv_heads, neurons, fingerprint)
 
 
@@ -680,7 +827,7 @@ def compute_scores(
     calib_batches: model input dicts (input_ids, attention_mask, pixel_values, optional labels with -100
     on ignored positions). Without labels, the loss-based criteria predict every non-pad text token.
     """
-    _check_criterion(paradigm, criterion)
+    get_criterion(paradigm, criterion)
     batches = list(calib_batches or [])
     if paradigm == "layerwise":
         return layer_scores(model, criterion, batches, tokens=tokens, seed=seed)
@@ -794,7 +941,7 @@ def _plan_layers(model, info: LMInfo, scores: LayerScores, ratio, layers, n_laye
             )
     if n == 0:
         removed = []
-    elif scores.criterion == "angular":  # best contiguous run of n blocks inside the candidates
+    elif scores.angular is not None:  # angular: the best contiguous run of n blocks inside the candidates
         starts = [s for s in range(num - n + 1) if all(i in candidates for i in range(s, s + n))]
         if not starts:
             raise ValueError(f"no run of {n} contiguous blocks inside layers {candidates}")
@@ -1070,7 +1217,7 @@ def _rebuilt(old: nn.Module, make, state: dict) -> nn.Module:
 @torch.no_grad()
 def _shrink_block(b: BlockInfo, family: str, layer_idx: int, heads, kv_heads, neurons, cfg) -> None:
     """Slice the kept rows/columns of every projection of block b and rebuild attention and MLP."""
-    attn_names, mlp_names = LAYOUTS[family]
+    attn_names, mlp_names = FAMILIES[family].attention, FAMILIES[family].mlp
     hd, H, KV, inter = b.head_dim, b.num_heads, b.num_kv_heads, b.intermediate_size
     q_rows, kv_rows = _rows(heads, hd), _rows(kv_heads, hd)
     attn_state = b.attn.state_dict()
@@ -1207,7 +1354,7 @@ def prune(
 ) -> PruneResult:
     """Score (unless `scores` is given), plan and apply; the original model is left untouched unless
     inplace=True. See `make_plan` for the arguments."""
-    _check_criterion(paradigm, criterion)
+    get_criterion(paradigm, criterion)
     if not (n_layers is not None or widths is not None):
         _check_ratio(ratio)
     if scores is None:
@@ -1225,8 +1372,9 @@ def prune(
 
 
 __all__ = [
-    "BlockInfo", "LMInfo", "LayerScores", "WidthScores", "PruningPlan", "PruneResult",
+    "BlockInfo", "LMInfo", "LayerScores", "WidthScores", "PruningPlan", "PruneResult", "Criterion", "CRITERIA",
+    "layer_criterion", "width_criterion", "unregister_criterion", "criteria", "get_criterion",
     "describe_lm", "count_params", "calibration_fingerprint", "calibration_batches", "default_calib_samples",
-    "needs_calibration", "layer_scores", "width_scores",
+    "needs_calibration", "boundary_states", "weight_scores", "layer_scores", "width_scores",
     "compute_scores", "make_plan", "apply_plan", "scores_to_dict", "save_pruned", "prune",
 ]

@@ -24,9 +24,7 @@ from pathlib import Path
 EMBEDDED_PRESETS = ("llava-tiny", "bunny-tiny", "llava-small")  # sized in models.PRESETS
 PRETRAINED_PRESETS = ("gemma-270m",)  # built in pretrained.PRETRAINED_PRESETS
 BENCHMARKS = ("scene-qa", "pope", "count", "mcq", "ocr", "digits", "text-only")  # generated in data.py
-PARADIGMS = ("layerwise", "widthwise")
-LAYER_CRITERIA = ("bi", "angular", "loss", "deepest", "random")
-WIDTH_CRITERIA = ("taylor", "taylor-vector", "l1", "l2", "activation", "wanda", "random")
+PARADIGMS = ("layerwise", "widthwise")  # their criteria are a registry: pruning.criteria(paradigm)
 TRAIN_MODES = ("projector", "lora", "full")
 LOSSES = ("ce", "kl", "hidden", "ce+kl", "ce+hidden", "ce+hidden+kl")
 KL_POSITIONS = ("answer", "all")

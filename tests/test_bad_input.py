@@ -139,7 +139,7 @@ def test_the_names_in_validate_are_the_implemented_ones():
 
     assert tuple(M.PRESETS) == V.EMBEDDED_PRESETS and tuple(PT.PRETRAINED_PRESETS) == V.PRETRAINED_PRESETS
     assert tuple(D.BENCHMARKS) == V.BENCHMARKS
-    assert P.LAYER_CRITERIA is V.LAYER_CRITERIA and P.WIDTH_CRITERIA is V.WIDTH_CRITERIA
+    assert tuple(P.CRITERIA) == V.PARADIGMS  # the criteria themselves are pruning's registry (test_registry.py)
 
 
 # ----------------------------------------------------------------------------------------------

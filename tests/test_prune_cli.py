@@ -194,5 +194,6 @@ def test_prune_help_lists_every_criterion(capsys):
     with pytest.raises(SystemExit):
         cli.main(["prune", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "layerwise: " + ", ".join(P.LAYER_CRITERIA) in text
-    assert "widthwise: " + ", ".join(P.WIDTH_CRITERIA) in text
+    assert "layerwise: " + ", ".join(P.criteria("layerwise")) in text
+    assert "widthwise: " + ", ".join(P.criteria("widthwise")) in text
+    assert "taylor (gradients, 10 samples): " in text and "l1 (no data): Magnitude: S_g" in text

@@ -337,7 +337,7 @@ def kill_head_and_neuron(model, head=1, neuron=5):
             b.proj["down"].weight[:, neuron] = 0
 
 
-DEAD_CASES = [(c, "sum") for c in P.WIDTH_CRITERIA if c != "random"] + [("l1", "mean"), ("taylor", "max")]
+DEAD_CASES = [(c, "sum") for c in P.criteria("widthwise") if c != "random"] + [("l1", "mean"), ("taylor", "max")]
 
 
 @pytest.mark.parametrize("family", ["llama", "phi", "phi3"])
