@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from studylib import data as D
+from studylib import collate as C, data as D
 from studylib import models as M
 from studylib import pruning as P
 from studylib import recovery as R
@@ -36,8 +36,8 @@ def main() -> None:
     teacher, processor = M.load(args.teacher)
     calib = P.calibration_batches(processor, 50, 0, n_train=20000)
     pruned = P.prune(teacher, "layerwise", "bi", 0.3, calib)
-    data = D.tokenize_dataset(D.build_dataset("train", 20000, 0).select(range(args.steps * args.batch_size)), processor)
-    collate = D.Collator(processor)
+    data = C.tokenize_dataset(D.build_dataset("train", 20000, 0).select(range(args.steps * args.batch_size)), processor)
+    collate = C.Collator(processor)
     batches = [collate([data[i] for i in range(s * args.batch_size, (s + 1) * args.batch_size)])
                for s in range(args.steps)]
     trainers = {}
@@ -47,8 +47,8 @@ def main() -> None:
         pairs = R.check_pair(pruned.model, teacher, cfg, pruned.plan)
         model = R.prepare_student(copy.deepcopy(pruned.model), cfg)
         targs = training_args(f"/tmp/bench-kd/{recipe}", steps=10, batch_size=args.batch_size, lr=cfg.lr, seed=0)
-        tr = R._make_trainer_class()(model=model, args=targs, train_dataset=data, data_collator=collate,
-                                     teacher=teacher if R.uses_teacher(loss) else None, cfg=cfg, pairs=pairs)
+        tr = R.trainer_class()(model=model, args=targs, train_dataset=data, data_collator=collate,
+                               teacher=teacher if R.uses_teacher(loss) else None, cfg=cfg, pairs=pairs)
         tr.create_optimizer_and_scheduler(num_training_steps=10)
         tr.current_gradient_accumulation_steps = 1  # set by Trainer.train; we time training_step alone
         tr.training_step(tr.model, dict(batches[0]))  # warm-up

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from studylib import data as D
+from studylib import collate as C, data as D
 from studylib import models as M
 
 
@@ -33,9 +33,9 @@ def main() -> None:
     args = ap.parse_args()
     processor = M.build_processor(args.preset)
     model = M.build_model(args.preset, processor, seed=0)
-    data = D.tokenize_dataset(D.build_dataset("train", 20000, 0).select(range(4000)), processor)
-    collators = {"padded": D.Collator(processor)}
-    collators.update({f"packed-{c or 'longest'}": D.PackingCollator(processor, c) for c in
+    data = C.tokenize_dataset(D.build_dataset("train", 20000, 0).select(range(4000)), processor)
+    collators = {"padded": C.Collator(processor)}
+    collators.update({f"packed-{c or 'longest'}": C.PackingCollator(processor, c) for c in
                       (int(x) for x in args.capacities.split(","))})
     names = list(collators)
     rng = np.random.default_rng(0)

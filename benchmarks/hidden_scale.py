@@ -14,7 +14,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from studylib import data as D  # noqa: E402
+from studylib import collate as C, data as D  # noqa: E402
 from studylib import models as M  # noqa: E402
 
 N = 8  # training conversations
@@ -24,8 +24,8 @@ def main() -> None:
     for folder in sys.argv[1:]:
         model, processor = M.load(folder)
         model.eval()
-        rows = D.tokenize_dataset(D.build_dataset("train", 20000, 0).select(range(N)), processor)
-        batch = D.Collator(processor)([rows[i] for i in range(N)])
+        rows = C.tokenize_dataset(D.build_dataset("train", 20000, 0).select(range(N)), processor)
+        batch = C.Collator(processor)([rows[i] for i in range(N)])
         with torch.no_grad():
             out = model(**batch, output_hidden_states=True)
         mask = batch["attention_mask"].bool()

@@ -6,7 +6,7 @@ Usage: python experiments/gpu_teacher_sweep.py OUT_JSON NAME [NAME ...]
 """
 import json, math, os, sys, time
 import torch
-from studylib import data as D, evaluation as E, models as M
+from studylib import collate as C, data as D, evaluation as E, models as M
 
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 RECIPES = {
@@ -18,8 +18,8 @@ RECIPES = {
 
 
 def encode_all(recs, proc):
-    n = M.num_image_tokens(proc)
-    enc = [D.encode(r, proc, n) for r in recs]
+    n = C.num_image_tokens(proc)
+    enc = [C.encode(r, proc, n) for r in recs]
     imgs = [r["image"] for r in recs]
     has = torch.tensor([im is not None for im in imgs])
     pv = proc.image_processor([im if im is not None else imgs[0] for im in imgs], return_tensors="pt")["pixel_values"]

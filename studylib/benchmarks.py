@@ -1,7 +1,7 @@
 """Real multimodal benchmarks in the lmms-lab dataset schemas, with LLaVA-1.5 prompts and official metrics.
 
 `load_real(name, source)` reads a benchmark from a local folder (or, when online, from the hub) and converts
-every row to the repo's record schema (`studylib.data.features()` plus three scoring columns), so that
+every row to the repo's record schema (`studylib.llava_json.features()` plus three scoring columns), so that
 `studylib.generation.generate_answers` runs on it unchanged; `score_real` computes the official metrics and
 `evaluate_real` returns the same tidy table as `studylib.evaluation.evaluate`.
 
@@ -68,6 +68,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import data as D
+from . import llava_json
 
 LOADER_VERSION = "1"  # part of the record cache key: bump when prompts or record fields change
 SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
@@ -80,11 +81,11 @@ POPE_CATEGORIES = ["adversarial", "popular", "random"]
 
 
 def real_features():
-    """`studylib.data.features()` plus the scoring columns: `options` (lettered choices), `answers` (TextVQA's
+    """`studylib.llava_json.features()` plus the scoring columns: `options` (lettered choices), `answers` (TextVQA's
     10 human answers) and `group` (MME's image, i.e. question_id)."""
     from datasets import Value
 
-    f = D.features()
+    f = llava_json.features()
     f["options"] = [Value("string")]
     f["answers"] = [Value("string")]
     f["group"] = Value("string")

@@ -14,12 +14,13 @@ A record is a LLaVA conversation plus the fields the evaluator needs:
 
 `qtype` groups questions whose answers share a distribution; a benchmark's chance level is the
 accuracy of a blind guesser who knows that distribution (the most frequent answer per qtype).
+The record's `datasets` schema and the reader of users' LLaVA JSON are in `llava_json`; turning records
+into model inputs (prompts, tokenisation, collation) is `collate`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -27,10 +28,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
+from . import collate, llava_json
 from . import validate as V
+
+# Moved to llava_json and collate; importable from here only for cli.py (`load_llava_json`) and pruning.py
+# (`tokenize_dataset`, `Collator`) until they import those modules.
+from .collate import Collator, tokenize_dataset  # noqa: F401
+from .llava_json import load as load_llava_json  # noqa: F401
 
 GENERATOR_VERSION = "9"
 IMAGE_SIZE = 32
@@ -345,17 +351,6 @@ def gen_scene(rng, families: list[str], category: str | None = None):
             return render_scene(objs, rng), turns
 
 
-def image_question(question: str) -> str:
-    """The first human turn of an embedded record: the question, then the image ("{question}\\n<image>").
-
-    LLaVA-1.5 puts the image first. The embedded records put the question first, so that the language model
-    reads every image token already knowing what is asked (a causal LM cannot look ahead). Both orders are
-    LLaVA format (mix-665k holds both). Measured together with the templated tokenizer, the teacher gained on
-    every image benchmark but POPE (mcq 0.67 -> 0.99, digits 0.69 -> 0.81); POPE needed `pope_reply` (README,
-    "POPE: why the reply names the object")."""
-    return f"{question}\n<image>"
-
-
 def make_record(family: str, rng: np.random.Generator, idx: int, split: str) -> dict[str, Any]:
     """One LLaVA record. Family "multi" is a scene with 2 turns of scene questions (training only)."""
     if family == "digits":
@@ -374,7 +369,7 @@ def make_record(family: str, rng: np.random.Generator, idx: int, split: str) -> 
         image, turns = gen_scene(rng, [family], cat)
     conv = []
     for i, (q, a, qtype, _) in enumerate(turns):
-        human = image_question(q) if image is not None and i == 0 else q
+        human = llava_json.image_question(q) if image is not None and i == 0 else q
         reply = pope_reply(q, a) if qtype == "pope" else a
         conv += [{"from": "human", "value": human}, {"from": "gpt", "value": reply}]
     _, answer, qtype, category = turns[0]
@@ -403,31 +398,20 @@ def sample_records(n: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
 
 
 def template_pieces(n: int = 2000, seed: int = 0) -> list[str]:
-    """The strings `encode` tokenizes for `sample_records(n, seed)`, in order and with repeats: each prompt in
-    the chat template ("USER: ... ASSISTANT:") split at its `<image>` placeholder, and " " + each answer.
+    """The strings `collate.encode` tokenizes for `sample_records(n, seed)`, in order and with repeats: each prompt
+    in the chat template ("USER: ... ASSISTANT:") split at its `<image>` placeholder, and " " + each answer.
     (What the embedded tokenizer is trained on, and, as a set, what the pretrained vocabulary is trimmed to.)"""
     pieces = []
     for r in sample_records(n, seed):
         conv = r["conversations"]
         for human, gpt in zip(conv[0::2], conv[1::2]):
-            pieces += [p for p in prompt_text(human["value"]).split("<image>") if p]
+            pieces += [p for p in collate.prompt_text(human["value"]).split("<image>") if p]
             pieces.append(" " + gpt["value"])
     return pieces
 
 
 # ----------------------------------------------------------------------------------------------
 # datasets.Dataset materialisation and cache
-
-
-def features():
-    from datasets import Features, Image as HFImage, Value
-
-    turn = {"from": Value("string"), "value": Value("string")}
-    return Features({
-        "id": Value("string"), "image": HFImage(), "family": Value("string"),
-        "conversations": [turn], "answer": Value("string"), "qtype": Value("string"),
-        "category": Value("string"),
-    })
 
 
 def default_cache_dir() -> Path:
@@ -454,7 +438,7 @@ def build_dataset(split: str, n: int, seed: int = 0, cache_dir: str | Path | Non
             path.rename(aside)
             print(f"data cache {path} does not load ({type(e).__name__}); moved to {aside.name} and regenerated")
     recs = generate_records(split, n, seed)
-    ds = Dataset.from_list(recs, features=features())
+    ds = Dataset.from_list(recs, features=llava_json.features())
     fp = hashlib.sha256(f"studylib-data v{GENERATOR_VERSION} {split} {n} {seed}".encode()).hexdigest()[:16]
     ds._fingerprint = fp  # deterministic across processes (datasets would otherwise hash the pickled list)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -475,254 +459,3 @@ def chance_level(ds) -> float:
         by_type.setdefault(qt, Counter())[a] += 1
     hits = sum(c.most_common(1)[0][1] for c in by_type.values())
     return hits / len(ds)
-
-
-# ----------------------------------------------------------------------------------------------
-# User data: LLaVA-format JSON / JSONL plus an image folder
-
-
-def _llava_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"LLaVA data {path}: {'is a folder, not a file' if path.is_dir() else 'no such file'}")
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not a UTF-8 text file ({e}); expected LLaVA JSON or JSONL") from None
-    if path.suffix == ".jsonl":
-        rows = []
-        for i, line in enumerate(text.splitlines()):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: line {i + 1} is not valid JSON ({e})") from None
-        return rows
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); expected a list of LLaVA records (or .jsonl)") from None
-    if not isinstance(rows, list):
-        raise ValueError(f"{path}: expected a JSON list of LLaVA records, got {type(rows).__name__}")
-    return rows
-
-
-def read_image(folder: Path, name, where: str) -> Image.Image:
-    """The RGB image `folder / name` of a LLaVA row. `name` must be a relative path inside `folder` (as in
-    mix-665k: "coco/train2017/000000033471.jpg"); an absolute path, one that climbs out with "..", a missing
-    file or one that does not decode as an image is a ValueError naming the row and the file."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"{where}: 'image' must be a file name relative to the image folder; got {name!r}")
-    if Path(name).is_absolute() or ".." in Path(name).parts:
-        raise ValueError(f"{where}: image {name!r} must be a relative path inside the image folder {folder} "
-                         "(no absolute path, no '..'); pass --image-folder to say where the images are")
-    ipath = folder / name
-    if not ipath.is_file():
-        raise ValueError(f"missing image {ipath} for {where}")
-    try:
-        with Image.open(ipath) as im:
-            return im.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError (an OSError), truncated data
-        raise ValueError(f"image {ipath} for {where} does not decode ({type(e).__name__}: {e})") from None
-
-
-def load_llava_json(path: str | Path, image_folder: str | Path | None = None):
-    """Read LLaVA-format records (as in llava_v1_5_mix665k.json) into the same Dataset schema.
-
-    Multi-turn conversations are kept (turns must alternate human, gpt). A malformed row or a missing image raises a ValueError naming the row id and the file.
-    """
-    from datasets import Dataset
-
-    path = Path(path)
-    folder = Path(image_folder) if image_folder else path.parent
-    out = []
-    for i, row in enumerate(_llava_rows(path)):
-        rid = row.get("id", f"#{i}") if isinstance(row, dict) else f"#{i}"
-        where = f"row id={rid!r} in {path}"
-        conv = row.get("conversations") if isinstance(row, dict) else None
-        if (not isinstance(conv, list) or len(conv) < 2 or len(conv) % 2
-                or not all(isinstance(t, dict) and isinstance(t.get("value"), str) for t in conv)
-                or [t.get("from") for t in conv] != ["human", "gpt"] * (len(conv) // 2)):
-            raise ValueError(f"malformed {where}: expected 'conversations' alternating human and gpt turns "
-                             "with string values")
-        image = read_image(folder, row.get("image"), where) if row.get("image") not in (None, "") else None
-        first = conv[0]["value"]
-        turns = [{"from": t["from"], "value": t["value"].replace("<image>\n", "").replace("\n<image>", "").replace("<image>", "")}
-                 for t in conv]
-        if image is not None:  # one image placeholder in the first question: where the row put it (at its end,
-            # as the embedded records, or at its start), else at the start (LLaVA-1.5); none in later turns
-            at_end = first.rstrip().endswith("<image>") and not first.lstrip().startswith("<image>")
-            turns[0]["value"] = image_question(turns[0]["value"]) if at_end else "<image>\n" + turns[0]["value"]
-        answer = turns[1]["value"]
-        out.append({"id": str(rid), "image": image, "family": row.get("family", "user"),
-                    "conversations": turns, "answer": answer, "qtype": row.get("qtype", "user"), "category": row.get("category", "")})
-    if not out:
-        raise ValueError(f"{path} holds no records")
-    return Dataset.from_list(out, features=features())
-
-
-def save_llava_json(ds, out_dir: str | Path) -> Path:
-    """Write a Dataset as LLaVA JSON plus an image folder (the inverse of `load_llava_json`)."""
-    out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for r in ds:
-        row = {"id": r["id"], "conversations": r["conversations"], "family": r["family"],
-               "qtype": r["qtype"], "category": r["category"]}
-        if r["image"] is not None:
-            row["image"] = f"images/{r['id']}.png"
-            r["image"].save(out_dir / row["image"])
-        rows.append(row)
-    path = out_dir / "data.json"
-    path.write_text(json.dumps(rows))
-    return path
-
-
-# ----------------------------------------------------------------------------------------------
-# From records to model inputs (LLaVA-1.5 prompt: "USER: <image>\n{question} ASSISTANT: {answer}</s>")
-
-
-LLAVA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
-                "The assistant gives helpful, detailed, and polite answers to the user's questions.")
-
-
-def system_prompt(processor) -> str:
-    """The system sentence that starts a conversation: Bunny's (its chat template carries it), else none
-    (the embedded models, and llava-hf's LLaVA-1.5 template, which has no default system prompt)."""
-    return LLAVA_SYSTEM if LLAVA_SYSTEM in (getattr(processor, "chat_template", None) or "") else ""
-
-
-def prompt_text(human: str, system: str = "") -> str:
-    """First-turn prompt: "[system ]USER: <image>\n{question} ASSISTANT:" (LLaVA-1.5 / Bunny format)."""
-    return f"{system} USER: {human} ASSISTANT:" if system else f"USER: {human} ASSISTANT:"
-
-
-def special_prefix(tokenizer) -> list[int]:
-    """The ids a tokenizer puts before any text by itself (Llama's and Gemma's <bos>; none for the embedded BPE)."""
-    plain = tokenizer("x", add_special_tokens=False)["input_ids"]
-    full = tokenizer("x")["input_ids"]
-    start = next((i for i in range(len(full)) if full[i:i + len(plain)] == plain), 0)
-    return full[:start]
-
-
-def encode(example: dict, processor, n_image_tokens: int) -> dict:
-    """input_ids = the tokenizer's own prefix (<bos>, if any), then for each turn: prompt + answer + </s>; labels = -100 on prompts (and image tokens), ids on answers.
-
-    Multi-turn follows LLaVA-1.5: "USER: <image>\\nq1 ASSISTANT: a1</s>USER: q2 ASSISTANT: a2</s>".
-    The `<image>` placeholder is expanded to `n_image_tokens` copies, exactly as `LlavaProcessor` does.
-    """
-    tok = processor.tokenizer
-    ids: list[int] = special_prefix(tok)  # e.g. <bos>: what the processor adds at evaluation
-    labels: list[int] = [-100] * len(ids)
-    conv = example["conversations"]
-    system = system_prompt(processor)
-    for turn, (human, gpt) in enumerate(zip(conv[0::2], conv[1::2])):
-        prompt = prompt_text(human["value"], system if turn == 0 else "").replace("<image>", "<image>" * n_image_tokens)
-        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        a_ids = tok(" " + gpt["value"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        ids += p_ids + a_ids
-        labels += [-100] * len(p_ids) + a_ids
-    return {"input_ids": ids, "labels": labels}
-
-
-def num_image_tokens(processor) -> int:
-    """Image tokens per image: (size / patch)^2 + extra tokens, minus the CLS token for the "default" strategy."""
-    ip = processor.image_processor
-    size = ip.crop_size["height"] if getattr(ip, "do_center_crop", False) else ip.size.get("height", ip.size.get("shortest_edge"))
-    n = (size // processor.patch_size) ** 2 + processor.num_additional_image_tokens
-    return n - 1 if processor.vision_feature_select_strategy == "default" else n
-
-
-def tokenize_dataset(ds, processor, max_length: int | None = None):
-    """Add `input_ids` and `labels` columns (images stay as images; the collator normalises them).
-
-    max_length: token limit per example; None = 240 text tokens + the image tokens (256 for the embedded
-    models' 16; 816 for LLaVA-1.5's 576, 969 for Bunny's 729)."""
-    n = num_image_tokens(processor)
-    max_length = max_length or 240 + n
-    out = ds.map(lambda ex: encode(ex, processor, n), desc="tokenize")
-    too_long = [i for i, ids in zip(out["id"], out["input_ids"]) if len(ids) > max_length]
-    if too_long:
-        raise ValueError(f"{len(too_long)} examples exceed max_length={max_length} tokens (first: {too_long[0]})")
-    return out
-
-
-class Collator:
-    """Right-pad `input_ids` / `labels` and turn images into `pixel_values` with the processor's image
-    processor. Text-only examples get no pixels; a batch mixing both is valid for LLaVA (image tokens
-    are only where `<image>` was)."""
-
-    def __init__(self, processor):
-        self.processor = processor
-        self.pad = processor.tokenizer.pad_token_id
-
-    def __call__(self, batch: list[dict]) -> dict:
-        n = max(len(b["input_ids"]) for b in batch)
-        ids = torch.full((len(batch), n), self.pad, dtype=torch.long)
-        labels = torch.full((len(batch), n), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), n), dtype=torch.long)
-        for i, b in enumerate(batch):
-            k = len(b["input_ids"])
-            ids[i, :k] = torch.tensor(b["input_ids"])
-            labels[i, :k] = torch.tensor(b["labels"])
-            mask[i, :k] = 1
-        out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-        return self.add_pixels(out, batch)
-
-    def add_pixels(self, out: dict, batch: list[dict]) -> dict:
-        """`out` plus the batch's images as `pixel_values`, in batch order (none for text-only batches)."""
-        images = [b["image"].convert("RGB") for b in batch if b.get("image") is not None]
-        if images:
-            out["pixel_values"] = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
-        return out
-
-
-def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
-    """First-fit decreasing: indices of examples grouped into rows of at most max(capacity, longest) tokens."""
-    capacity = max([capacity, *lengths])
-    rows: list[list[int]] = []
-    free: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        r = next((r for r in range(len(rows)) if free[r] >= lengths[i]), None)
-        if r is None:
-            rows.append([])
-            free.append(capacity)
-            r = len(rows) - 1
-        rows[r].append(i)
-        free[r] -= lengths[i]
-    return rows
-
-
-class PackingCollator(Collator):
-    """Padding-free batches: the batch's examples are packed into rows of about `capacity` tokens
-    (`pack_rows`), and each example's position ids restart at 0. Without an attention mask, transformers
-    reads the restarting position ids as packed sequences and builds a block-diagonal causal mask, so each
-    example attends only to itself: the loss is the padded batch's (tested), on far fewer tokens (here a
-    batch of 32 averages 43 tokens per example but pads to ~86).
-
-    Written here because `transformers.DataCollatorWithFlattening` packs a whole batch into one row: exact
-    too, but on CPU the attention over one ~2,000-token row costs more than the padding saves
-    (`python benchmarks/bench_packing.py --capacities 160,100000` compares them)."""
-
-    def __init__(self, processor, capacity: int = 160):
-        super().__init__(processor)
-        self.capacity = capacity
-
-    def __call__(self, batch: list[dict]) -> dict:
-        rows = pack_rows([len(b["input_ids"]) for b in batch], self.capacity)
-        width = max(sum(len(batch[i]["input_ids"]) for i in row) for row in rows)
-        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        positions = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, row in enumerate(rows):
-            k = 0
-            for i in row:
-                b = batch[i]
-                n = len(b["input_ids"])
-                ids[r, k:k + n] = torch.tensor(b["input_ids"])
-                labels[r, k:k + n] = torch.tensor(b["labels"])
-                positions[r, k:k + n] = torch.arange(n)
-                k += n
-            positions[r, k:] = torch.arange(width - k)  # the tail of padding is one more (ignored) sequence
-        out = {"input_ids": ids, "position_ids": positions, "labels": labels, "use_cache": False}
-        # image features fill the <image> tokens in reading order: row by row, example by example
-        return self.add_pixels(out, [batch[i] for row in rows for i in row])

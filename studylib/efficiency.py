@@ -220,12 +220,13 @@ def benchmark_inputs(processor, batch_size: int, seed: int = 0) -> dict:
     """b prompts with their images from the image benchmarks (taken in turn: scene-qa, pope, count, ...),
     processed as `evaluation.generate_answers` does (left padding). Generated in memory, nothing cached."""
     from . import data as D
+    from .collate import prompt_text
 
     per = math.ceil(batch_size / len(D.IMAGE_BENCHMARKS))
     recs = [D.generate_records(b, per, seed) for b in D.IMAGE_BENCHMARKS]
     chosen = [recs[i % len(recs)][i // len(recs)] for i in range(batch_size)]
     processor.tokenizer.padding_side = "left"
-    prompts = [D.prompt_text(r["conversations"][0]["value"]) for r in chosen]
+    prompts = [prompt_text(r["conversations"][0]["value"]) for r in chosen]
     return dict(processor(text=prompts, images=[r["image"].convert("RGB") for r in chosen], padding=True,
                           return_tensors="pt"))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from . import data as D
+from . import collate as C
 
 
 @torch.no_grad()
@@ -18,12 +18,12 @@ def generate_answers(model, processor, ds, batch_size: int = 64, max_new_tokens:
     """
     tok = processor.tokenizer
     tok.padding_side = "left"
-    system = D.system_prompt(processor)
+    system = C.system_prompt(processor)
     model.eval()
     answers: list[str] = []
     for start in tqdm(range(0, len(ds), batch_size), desc="generate", disable=not progress, leave=False):
         batch = ds[start:start + batch_size]
-        prompts = [D.prompt_text(c[0]["value"], system) for c in batch["conversations"]]
+        prompts = [C.prompt_text(c[0]["value"], system) for c in batch["conversations"]]
         images = [im.convert("RGB") for im in batch["image"] if im is not None]
         if blank_images:
             images = [im.point(lambda _: 0) for im in images]

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import collate as C
 from . import data as D
 from . import models as M
 from .pruning import PruningPlan, hidden_out, describe_lm
@@ -340,7 +341,8 @@ class _Capture:
             h.remove()
 
 
-def _make_trainer_class():
+def trainer_class():
+    """The recovery `Trainer` subclass (made on call, so that transformers is imported only when training)."""
     from transformers import Trainer
 
     class RecoveryTrainer(Trainer):
@@ -420,7 +422,7 @@ def _make_trainer_class():
 @torch.no_grad()
 def mean_ce(model, processor, tds, batch_size: int = 32, max_examples: int = 128) -> float:
     """Mean answer-token CE of `model` on the first `max_examples` of a tokenized dataset."""
-    collate = D.Collator(processor)
+    collate = C.Collator(processor)
     device = next(model.parameters()).device
     model.eval()
     rows = tds.select(range(min(max_examples, len(tds))))
@@ -458,7 +460,7 @@ def recover(student, teacher, data, cfg: RecoveryConfig, out_dir: str | Path, pr
     out_dir = Path(out_dir)
     t0 = time.time()
     set_seed(cfg.seed)
-    tds = D.tokenize_dataset(data.select(idx), processor)
+    tds = C.tokenize_dataset(data.select(idx), processor)
     # > 1 under `accelerate launch --num_processes N` (GPUs) or torchrun (CPU processes over gloo)
     cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
     processes = PartialState(cpu=cpu).num_processes
@@ -476,8 +478,8 @@ def recover(student, teacher, data, cfg: RecoveryConfig, out_dir: str | Path, pr
     model = prepare_student(student, cfg)
     n_trainable = trainable_parameters(model)
     model.train()
-    trainer = _make_trainer_class()(model=model, args=args, train_dataset=tds, data_collator=D.Collator(processor),
-                                    teacher=teacher if uses_teacher(cfg.loss) else None, cfg=cfg, pairs=pairs)
+    trainer = trainer_class()(model=model, args=args, train_dataset=tds, data_collator=C.Collator(processor),
+                              teacher=teacher if uses_teacher(cfg.loss) else None, cfg=cfg, pairs=pairs)
     resume = last_complete_checkpoint(out_dir / "_trainer")
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from . import collate as C
 from . import data as D
 from . import models as M
 from . import validate as V
@@ -38,7 +39,7 @@ class TeacherConfig:
     stage1_lr: float | None = None  # None: `lr` for embedded presets, 1e-3 (LLaVA's projector rate) for pretrained
     stage2_lr: float | None = None  # None: `lr` for embedded presets, 5e-5 for pretrained (a pretrained LM forgets
                                     # the stage-1 alignment at 3e-4: its loss spikes and it stops reading the image)
-    pack_to: int | None = None  # padding-free rows of this many tokens (`data.PackingCollator`; 0: padded
+    pack_to: int | None = None  # padding-free rows of this many tokens (`collate.PackingCollator`; 0: padded
                                 # batches). None: PACK_TO for embedded presets, 0 for pretrained ones (untested
                                 # with Gemma's sliding-window masks, and its measured teacher used padding)
 
@@ -94,7 +95,7 @@ def run_stage(model, processor, train_ds, out_dir: Path, steps: int, cfg: Teache
 
     args = training_args(out_dir / name, steps=steps, batch_size=cfg.batch_size, lr=lr or cfg.lr, seed=cfg.seed,
                          warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay)
-    collate = D.PackingCollator(processor, pack_to(cfg)) if pack_to(cfg) else D.Collator(processor)
+    collate = C.PackingCollator(processor, pack_to(cfg)) if pack_to(cfg) else C.Collator(processor)
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collate)
     trainer.train()
     return [dict(row, stage=name) for row in trainer.state.log_history if "loss" in row]
@@ -147,7 +148,7 @@ def train_teacher(cfg: TeacherConfig, out_dir: str | Path, cache_dir: str | Path
            "stage2": cfg.stage2_lr or (P.STAGE2_LR if pretrained else cfg.lr)}
     # Random batches, not length-grouped ones: grouping by length makes each batch one task family,
     # which trained a far weaker teacher here (image-benchmark mean 0.30 against 0.6 with random batches).
-    tds = D.tokenize_dataset(ds, processor)
+    tds = C.tokenize_dataset(ds, processor)
     t_data = time.time() - t0
     log: list[dict] = []
     if cfg.stage1_steps:

@@ -3,7 +3,9 @@ import json
 import numpy as np
 import pytest
 
+from studylib import collate as C
 from studylib import data as D
+from studylib import llava_json
 
 
 def _pixels(im):
@@ -85,8 +87,8 @@ def test_unknown_split_and_bad_size():
 
 def test_llava_json_round_trip(tmp_path):
     ds = D.build_dataset("scene-qa", 5, 0, tmp_path / "c")
-    path = D.save_llava_json(ds, tmp_path / "export")
-    back = D.load_llava_json(path)
+    path = llava_json.save(ds, tmp_path / "export")
+    back = llava_json.load(path)
     assert back["conversations"] == ds["conversations"]
     assert [_pixels(i) for i in back["image"]] == [_pixels(i) for i in ds["image"]]
 
@@ -99,7 +101,7 @@ def test_llava_jsonl_text_only_and_missing_image_tag(tmp_path):
                                                              {"from": "gpt", "value": "this"}]},
             {"id": "b", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "yo"}]}]
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    ds = D.load_llava_json(tmp_path / "d.jsonl")
+    ds = llava_json.load(tmp_path / "d.jsonl")
     assert ds[0]["conversations"][0]["value"] == "<image>\nWhat?" and ds[1]["image"] is None
 
 
@@ -108,22 +110,20 @@ def test_malformed_row_and_missing_image_name_the_row(tmp_path):
     bad = {"id": "row-17", "conversations": [{"from": "gpt", "value": "a"}]}
     (tmp_path / "bad.json").write_text(json.dumps([good, bad]))
     with pytest.raises(ValueError, match=r"row id='row-17' in .*bad.json"):
-        D.load_llava_json(tmp_path / "bad.json")
+        llava_json.load(tmp_path / "bad.json")
     missing = dict(good, id="img-3", image="nowhere.png")
     (tmp_path / "miss.json").write_text(json.dumps([missing]))
     with pytest.raises(ValueError, match=r"missing image .*nowhere.png for row id='img-3'"):
-        D.load_llava_json(tmp_path / "miss.json")
+        llava_json.load(tmp_path / "miss.json")
     (tmp_path / "broken.jsonl").write_text(json.dumps(good) + "\n{not json\n")
     with pytest.raises(ValueError, match="line 2 is not valid JSON"):
-        D.load_llava_json(tmp_path / "broken.jsonl")
+        llava_json.load(tmp_path / "broken.jsonl")
 
 
 def test_encode_masks_prompt_and_collator_batches(tiny_processor):
-    from studylib.models import num_image_tokens
-
     recs = D.generate_records("train", 40, 0)
-    n = num_image_tokens(tiny_processor)
-    enc = [D.encode(r, tiny_processor, n) for r in recs]
+    n = C.num_image_tokens(tiny_processor)
+    enc = [C.encode(r, tiny_processor, n) for r in recs]
     tok = tiny_processor.tokenizer
     for r, e in zip(recs, enc):
         answer_ids = [i for i in e["labels"] if i != -100]
@@ -137,9 +137,9 @@ def test_encode_masks_prompt_and_collator_batches(tiny_processor):
         # the prompt encodes as the processor encodes it at evaluation time
         prompt_len = e["labels"].index(answer_ids[0])
         kw = {"images": [r["image"]]} if r["image"] is not None else {}
-        ref = tiny_processor(text=[D.prompt_text(r["conversations"][0]["value"])], **kw)["input_ids"][0]
+        ref = tiny_processor(text=[C.prompt_text(r["conversations"][0]["value"])], **kw)["input_ids"][0]
         assert list(ref) == e["input_ids"][:prompt_len]
-    batch = D.Collator(tiny_processor)([dict(e, image=r["image"]) for e, r in zip(enc, recs)])
+    batch = C.Collator(tiny_processor)([dict(e, image=r["image"]) for e, r in zip(enc, recs)])
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
     assert batch["pixel_values"].shape[0] == sum(r["image"] is not None for r in recs)
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
@@ -147,11 +147,11 @@ def test_encode_masks_prompt_and_collator_batches(tiny_processor):
 
 def test_pack_rows_is_a_partition_within_capacity():
     lengths = [50, 20, 90, 30, 10, 60, 45, 5]
-    rows = D.pack_rows(lengths, 100)
+    rows = C.pack_rows(lengths, 100)
     assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
     assert all(sum(lengths[i] for i in row) <= 100 for row in rows)
     assert len(rows) == 4  # 310 tokens: first-fit decreasing needs one row more than the bound of 4 x 100
-    assert D.pack_rows([250, 20], 100) == [[0], [1]]  # a row is at least as wide as the longest example
+    assert C.pack_rows([250, 20], 100) == [[0], [1]]  # a row is at least as wide as the longest example
 
 
 @pytest.mark.parametrize("preset", ["llava-tiny", "bunny-tiny"])
@@ -163,10 +163,10 @@ def test_packed_batches_give_the_padded_loss_and_gradients(preset, cache_dir):
 
     proc = M.build_processor(preset)
     model = M.build_model(preset, proc, seed=0)
-    ds = D.tokenize_dataset(D.build_dataset("train", 24, seed=3), proc)
+    ds = C.tokenize_dataset(D.build_dataset("train", 24, seed=3), proc)
     batch = [ds[i] for i in range(len(ds))]
     assert any(b["image"] is None for b in batch) and any(b["image"] is not None for b in batch)
-    padded, packed = D.Collator(proc)(batch), D.PackingCollator(proc, capacity=120)(batch)
+    padded, packed = C.Collator(proc)(batch), C.PackingCollator(proc, capacity=120)(batch)
     assert packed["input_ids"].shape[0] < len(batch)  # several examples share a row
     assert packed["input_ids"].numel() < padded["input_ids"].numel()
     torch.testing.assert_close(packed["pixel_values"].sum(0), padded["pixel_values"].sum(0))  # same images, reordered

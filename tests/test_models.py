@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from studylib import collate as C
 from studylib import data as D
 from studylib import models as M
 from studylib import teacher as T
@@ -30,7 +31,7 @@ def test_image_token_count_matches_processor(tiny_processor):
 
     ids = tiny_processor(text=["USER: <image>\nx ASSISTANT:"], images=[Image.new("RGB", (32, 32))])["input_ids"][0]
     image_id = tiny_processor.tokenizer.convert_tokens_to_ids("<image>")
-    assert list(ids).count(image_id) == M.num_image_tokens(tiny_processor) == 16
+    assert list(ids).count(image_id) == C.num_image_tokens(tiny_processor) == 16
 
 
 @pytest.mark.parametrize("preset", ["llava-tiny", "bunny-tiny"])
@@ -47,7 +48,7 @@ def test_tiny_presets_train_save_and_reload_exactly(preset, tmp_path, cache_dir)
     expected_vision = "CLIPVisionModel" if preset.startswith("llava") else "SiglipVisionModel"
     assert type(model.model.vision_tower).__name__ == expected_vision
     recs = D.generate_records("scene-qa", 3, 0)
-    prompts = [D.prompt_text(r["conversations"][0]["value"]) for r in recs]
+    prompts = [C.prompt_text(r["conversations"][0]["value"]) for r in recs]
     proc.tokenizer.padding_side = proc2.tokenizer.padding_side = "left"
     a = proc(text=prompts, images=[r["image"] for r in recs], padding=True, return_tensors="pt")
     b = proc2(text=prompts, images=[r["image"] for r in recs], padding=True, return_tensors="pt")

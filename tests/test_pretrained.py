@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 
+from studylib import collate as C
 from studylib import data as D
 from studylib import models as M
 from studylib import pretrained as P
@@ -115,9 +116,9 @@ def test_assemble_builds_a_llava_around_the_lm(trimmed, tiny_teacher, tmp_path, 
     assert model.model.multi_modal_projector.linear_2.out_features == 32  # vision hidden -> LM hidden
 
     ds = D.build_dataset("train", 16, 0)
-    tds = D.tokenize_dataset(ds, processor)
+    tds = C.tokenize_dataset(ds, processor)
     assert tds[0]["input_ids"][0] == processor.tokenizer.bos_token_id  # training prompts start as evaluation's do
-    batch = D.Collator(processor)([tds[i] for i in range(4)])
+    batch = C.Collator(processor)([tds[i] for i in range(4)])
     T.set_trainable(model, P.STAGES["stage1"])
     model.train()
     model(**batch).loss.backward()
@@ -128,7 +129,7 @@ def test_assemble_builds_a_llava_around_the_lm(trimmed, tiny_teacher, tmp_path, 
     model.save_pretrained(tmp_path / "llava")
     processor.save_pretrained(tmp_path / "llava")
     again, proc2 = M.load(tmp_path / "llava")
-    batch = D.Collator(proc2)([tds[i] for i in range(4)])
+    batch = C.Collator(proc2)([tds[i] for i in range(4)])
     with torch.no_grad():
         torch.testing.assert_close(model(**batch).logits, again(**batch).logits, rtol=0, atol=0)
     text = proc2.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "hi"}]},

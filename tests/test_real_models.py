@@ -13,10 +13,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from studylib import bunny as BN
+from studylib import collate as C
 from studylib import models as M
 from studylib import pruning as P
 
-PROMPT = M.BUNNY_SYSTEM + " USER: <image>\nWhat is in the picture? ASSISTANT:"
+PROMPT = BN.SYSTEM + " USER: <image>\nWhat is in the picture? ASSISTANT:"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,8 +116,8 @@ def bunny_forward(model, tokenizer, prompt: str, pixel_values) -> torch.Tensor:
     """Bunny's own forward, by hand: tokenise around <image> with -200 in its place, vision features ->
     projector -> spliced into the text embeddings there -> Phi decoder -> lm_head."""
     chunks = [tokenizer(c).input_ids for c in prompt.split("<image>")]
-    ids = torch.tensor(chunks[0] + [M.BUNNY_IMAGE_TOKEN_INDEX] + chunks[1])
-    at = int((ids == M.BUNNY_IMAGE_TOKEN_INDEX).nonzero())
+    ids = torch.tensor(chunks[0] + [BN.IMAGE_TOKEN_INDEX] + chunks[1])
+    at = int((ids == BN.IMAGE_TOKEN_INDEX).nonzero())
     features = model.model.mm_projector(model.model.vision_tower(pixel_values))[0]
     embed = model.model.embed_tokens
     x = torch.cat([embed(ids[:at]), features, embed(ids[at + 1:])])[None]
@@ -162,7 +164,7 @@ def test_bunny_conversion_is_exact(standin, case):
         bunny, cfg = build_standin(vocab_size=len(tok))
     elif case == "whole-siglip":
         bunny, cfg = build_standin(whole_siglip=True)
-    model, proc = M.bunny_to_llava(bunny, cfg, tok)
+    model, proc = BN.to_llava(bunny, cfg, tok)
     assert type(model).__name__ == "LlavaForConditionalGeneration"
     image_id = tok.convert_tokens_to_ids("<image>")
     assert model.config.image_token_id == image_id and (image_id < cfg["vocab_size"]) == spare_rows
@@ -170,11 +172,11 @@ def test_bunny_conversion_is_exact(standin, case):
 
     # (a) every source tensor lands, unchanged, under its LLaVA name
     target = model.state_dict()
-    _, dropped = M.map_bunny_state_dict(bunny.state_dict())
+    _, dropped = BN.map_state_dict(bunny.state_dict())
     assert all(".head." in k for k in dropped) and bool(dropped) == (case == "whole-siglip")
     for key, value in bunny.state_dict().items():
         if key not in dropped:
-            new = next(dst + key[len(src):] for src, dst in M.BUNNY_RENAMES if key.startswith(src))
+            new = next(dst + key[len(src):] for src, dst in BN.RENAMES if key.startswith(src))
             assert torch.equal(target[new][: value.shape[0]], value), key
     depth, layer = (3, -2) if case == "whole-siglip" else (2, -1)  # v1.0: the shortened tower, all of it used
     assert len(model.model.vision_tower.encoder.layers) == depth and model.config.vision_feature_layer == layer
@@ -183,7 +185,7 @@ def test_bunny_conversion_is_exact(standin, case):
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the picture?"}]}]
     assert proc.apply_chat_template(messages, add_generation_prompt=True) == PROMPT
     inputs = proc(text=[PROMPT], images=[image()], return_tensors="pt")
-    assert int((inputs["input_ids"] == image_id).sum()) == M.num_image_tokens(proc) == 16
+    assert int((inputs["input_ids"] == image_id).sum()) == C.num_image_tokens(proc) == 16
     with torch.no_grad():
         logits = model(**inputs).logits
     expected = bunny_forward(bunny, tok, PROMPT, inputs["pixel_values"])
@@ -200,7 +202,7 @@ def test_bunny_preprocessing_matches_bunny(standin):
     from transformers.image_utils import ChannelDimension, PILImageResampling
 
     bunny, cfg = standin
-    _, proc = M.bunny_to_llava(bunny, cfg, phi2_like_tokenizer())
+    _, proc = BN.to_llava(bunny, cfg, phi2_like_tokenizer())
     img = image()
     square = Image.new("RGB", (20, 20), (127, 127, 127))
     square.paste(img, (0, (20 - 12) // 2))
@@ -215,7 +217,7 @@ def test_converted_bunny_prunes_saves_and_reloads(standin, tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     bunny, cfg = standin
-    model, proc = M.bunny_to_llava(bunny, cfg, phi2_like_tokenizer())
+    model, proc = BN.to_llava(bunny, cfg, phi2_like_tokenizer())
     batch = dict(proc(text=[PROMPT], images=[image()], return_tensors="pt"))
     result = P.prune(model, "layerwise", "bi", None, [batch], n_layers=1)
     assert len(result.model.model.language_model.layers) == 2 and result.plan.paradigm == "layerwise"
@@ -234,17 +236,17 @@ def test_converted_bunny_prunes_saves_and_reloads(standin, tmp_path):
 def test_unmapped_or_missing_bunny_weights_are_errors(standin):
     bunny, cfg = standin
     state = dict(bunny.state_dict())
-    with pytest.raises(M.ConversionError, match=r"model\.extra_adapter\.weight"):
-        M.bunny_to_llava({**state, "model.extra_adapter.weight": torch.zeros(2)}, cfg, phi2_like_tokenizer())
-    with pytest.raises(M.ConversionError, match=r"lm_head\.bias is not zero"):
-        M.bunny_to_llava({**state, "lm_head.bias": torch.ones(320)}, cfg, phi2_like_tokenizer())
+    with pytest.raises(BN.ConversionError, match=r"model\.extra_adapter\.weight"):
+        BN.to_llava({**state, "model.extra_adapter.weight": torch.zeros(2)}, cfg, phi2_like_tokenizer())
+    with pytest.raises(BN.ConversionError, match=r"lm_head\.bias is not zero"):
+        BN.to_llava({**state, "lm_head.bias": torch.ones(320)}, cfg, phi2_like_tokenizer())
     gone = {k: v for k, v in state.items() if k != "model.final_layernorm.bias"}
-    with pytest.raises(M.ConversionError, match=r"model\.language_model\.final_layernorm\.bias"):
-        M.bunny_to_llava(gone, cfg, phi2_like_tokenizer())
-    with pytest.raises(M.ConversionError, match="only 'mlp2x_gelu'"):
-        M.bunny_to_llava(state, {**cfg, "mm_projector_type": "ldp"}, phi2_like_tokenizer())
+    with pytest.raises(BN.ConversionError, match=r"model\.language_model\.final_layernorm\.bias"):
+        BN.to_llava(gone, cfg, phi2_like_tokenizer())
+    with pytest.raises(BN.ConversionError, match="only 'mlp2x_gelu'"):
+        BN.to_llava(state, {**cfg, "mm_projector_type": "ldp"}, phi2_like_tokenizer())
     # known-harmless extras are dropped by name, with the reason
-    _, dropped = M.map_bunny_state_dict({**state, "model.layers.0.self_attn.rotary_emb.inv_freq": torch.ones(2),
+    _, dropped = BN.map_state_dict({**state, "model.layers.0.self_attn.rotary_emb.inv_freq": torch.ones(2),
                                          "lm_head.bias": torch.zeros(320)})
     assert set(dropped) == {"model.layers.0.self_attn.rotary_emb.inv_freq", "lm_head.bias"}
 

@@ -273,7 +273,7 @@ def crash_at_step_5(setting, cfg, out, monkeypatch) -> None:
             if state.global_step == 5:
                 raise KeyboardInterrupt
 
-    make = R._make_trainer_class
+    make = R.trainer_class
 
     def crashing():
         class CrashingTrainer(make()):
@@ -282,7 +282,7 @@ def crash_at_step_5(setting, cfg, out, monkeypatch) -> None:
         return CrashingTrainer
 
     with monkeypatch.context() as m:
-        m.setattr(R, "_make_trainer_class", crashing)
+        m.setattr(R, "trainer_class", crashing)
         student, plan = pruned(setting)
         with pytest.raises(KeyboardInterrupt):
             R.recover(student, None, setting["data"], cfg, out, setting["processor"], plan=plan)

@@ -5,7 +5,7 @@ import os,sys; os.environ["HF_HUB_OFFLINE"]="1"; os.environ["HF_DATASETS_OFFLINE
 import numpy as np, torch
 from pathlib import Path
 from datasets import Dataset
-from studylib import data as D, models as M, teacher as T
+from studylib import collate as C, data as D, llava_json, models as M, teacher as T
 model, proc = M.load(sys.argv[1]); steps=int(sys.argv[2]); kind=sys.argv[3]
 def make(n, seed):
     rng=np.random.default_rng(seed); recs=[]
@@ -22,9 +22,9 @@ def make(n, seed):
                 name=f"{c} {s}"
             ans = "yes" if name==o.name else "no"
         q=f"Is the object at the {D.CELL_NAMES[o.cell]} a {name}?"
-        recs.append({"id":f"c{i}","image":D.render_scene(objs,rng),"family":"pope","conversations":[{"from":"human","value":D.image_question(q)},{"from":"gpt","value":ans}],"answer":ans,"qtype":"pope","category":""})
+        recs.append({"id":f"c{i}","image":D.render_scene(objs,rng),"family":"pope","conversations":[{"from":"human","value":llava_json.image_question(q)},{"from":"gpt","value":ans}],"answer":ans,"qtype":"pope","category":""})
     return recs
-tds=D.tokenize_dataset(Dataset.from_list(make(4000,5),features=D.features()),proc)
+tds=C.tokenize_dataset(Dataset.from_list(make(4000,5),features=llava_json.features()),proc)
 T.set_trainable(model,("vision","projector","lm")); model.train()
 log=T.run_stage(model,proc,tds,Path("/tmp/popecell"),steps,T.TeacherConfig(lr=3e-4),"ft",3e-4)
 print("loss",[round(r["loss"],3) for r in log][::4])
@@ -33,7 +33,7 @@ yes,no=tok.convert_tokens_to_ids("Ġyes"),tok.convert_tokens_to_ids("Ġno")
 test=make(400,99); ps=[]
 for s in range(0,400,100):
     rows=test[s:s+100]
-    inp=proc(text=[D.prompt_text(r["conversations"][0]["value"]) for r in rows],images=[r["image"].convert("RGB") for r in rows],padding=True,return_tensors="pt")
+    inp=proc(text=[C.prompt_text(r["conversations"][0]["value"]) for r in rows],images=[r["image"].convert("RGB") for r in rows],padding=True,return_tensors="pt")
     with torch.no_grad(): pr=model(**inp).logits[:,-1].softmax(-1)
     ps+=list((pr[:,yes]>pr[:,no]).numpy())
 print(kind, "held-out accuracy", np.mean(np.array(ps)==(np.array([r["answer"] for r in test])=="yes")))

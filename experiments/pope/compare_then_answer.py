@@ -13,7 +13,7 @@ import os, sys, time; os.environ["HF_HUB_OFFLINE"]="1"; os.environ["HF_DATASETS_
 import numpy as np, torch
 from pathlib import Path
 from datasets import Dataset, concatenate_datasets
-from studylib import data as D, models as M, teacher as T, evaluation as E
+from studylib import collate as C, data as D, evaluation as E, llava_json, models as M, teacher as T
 steps=int(sys.argv[1]); lr=float(sys.argv[2]); n_text=int(sys.argv[3]); n_pope=int(sys.argv[4]); mode=sys.argv[5]
 torch.manual_seed(0)
 orig = D.q_pope
@@ -35,16 +35,16 @@ def text_compare(rng, i, turns=4):
 def pope_cot(rng, i):
     image, turns = D.gen_scene(rng, ["pope"])
     q, a, _, cat = turns[0]
-    return {"id":f"pc-{i}","image":image,"family":"pope","conversations":[{"from":"human","value":D.image_question(q)},{"from":"gpt","value":a}],"answer":a,"qtype":"pope","category":cat}
+    return {"id":f"pc-{i}","image":image,"family":"pope","conversations":[{"from":"human","value":llava_json.image_question(q)},{"from":"gpt","value":a}],"answer":a,"qtype":"pope","category":cat}
 D.q_pope = q_pope_cot if mode=="cot" else orig
 rng=np.random.default_rng(123)
 recs = D.generate_records("train", 6000, 11)
 recs += [text_compare(rng, i) for i in range(n_text)]
 recs += [pope_cot(rng, i) for i in range(n_pope)]
 print(recs[-1]["conversations"], recs[-n_pope-1]["conversations"])
-ds = Dataset.from_list(recs, features=D.features())
+ds = Dataset.from_list(recs, features=llava_json.features())
 model, proc = M.load("data/checkpoints/teacher-llava-small-s0-4b1e9870a7")  # the teacher measured
-tds = D.tokenize_dataset(ds, proc)
+tds = C.tokenize_dataset(ds, proc)
 cfg = T.TeacherConfig(lr=lr)
 T.set_trainable(model, ("vision","projector","lm")); model.train()
 t0=time.time()
@@ -53,7 +53,7 @@ print("train s", round(time.time()-t0), "loss", [round(r["loss"],3) for r in log
 model.eval(); D.q_pope = orig
 # text-compare held out: greedy on first turn
 trng=np.random.default_rng(999); tc=[text_compare(trng, i, 1) for i in range(300)]
-tcd=Dataset.from_list(tc, features=D.features())
+tcd=Dataset.from_list(tc, features=llava_json.features())
 pr=E.generate_answers(model, proc, tcd, max_new_tokens=3, progress=False)
 print("text-compare acc", np.mean([E.parse_yes_no(p)==r["answer"] for p,r in zip(pr,tc)]))
 bench = D.build_dataset("pope", 500, 0)

@@ -23,7 +23,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from studylib import data as D  # noqa: E402
+from studylib import collate as C, data as D, llava_json  # noqa: E402
 from studylib import models as M  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def caption_answers(model, processor, ds, batch_size: int = 50) -> list[str]:
     answers = []
     for start in range(0, len(ds), batch_size):
         rows = ds.select(range(start, min(start + batch_size, len(ds))))
-        prompts = [D.prompt_text(D.image_question("Describe the image."), D.system_prompt(processor))] * len(rows)
+        prompts = [C.prompt_text(llava_json.image_question("Describe the image."), C.system_prompt(processor))] * len(rows)
         inputs = processor(text=prompts, images=[im.convert("RGB") for im in rows["image"]], padding=True,
                            return_tensors="pt")
         with torch.no_grad():
@@ -54,7 +54,7 @@ def first_token_yes(model, processor, ds) -> np.ndarray:
     yes = tok(" yes", add_special_tokens=False)["input_ids"][0]
     probs = []
     for row in ds:
-        prompt = D.prompt_text(row["conversations"][0]["value"], D.system_prompt(processor))
+        prompt = C.prompt_text(row["conversations"][0]["value"], C.system_prompt(processor))
         inputs = processor(text=[prompt], images=[row["image"].convert("RGB")], return_tensors="pt")
         with torch.no_grad():
             probs.append(model(**inputs).logits[0, -1].softmax(-1)[yes].item())

@@ -3,13 +3,13 @@ Run on teacher 4b1e9870a7 (commit 588885d):  python experiments/pope/labels.py D
 """
 import os,sys,re; os.environ["HF_HUB_OFFLINE"]="1"
 import numpy as np, torch
-from studylib import data as D, models as M
+from studylib import collate as C, data as D, models as M
 model, proc = M.load(sys.argv[1]); model.eval()
 tok=proc.tokenizer; tok.padding_side="left"
 ds = D.build_dataset("train", 20000, 0)
 idx = [i for i,f in enumerate(ds["family"][:3000]) if f=="pope"][:100]
 rows = ds.select(idx)
-inp=proc(text=[D.prompt_text("Describe the image.\n<image>")]*len(rows), images=[im.convert("RGB") for im in rows["image"]], padding=True, return_tensors="pt")
+inp=proc(text=[C.prompt_text("Describe the image.\n<image>")]*len(rows), images=[im.convert("RGB") for im in rows["image"]], padding=True, return_tensors="pt")
 out=model.generate(**inp, max_new_tokens=40, do_sample=False)
 caps=tok.batch_decode(out[:, inp["input_ids"].shape[1]:], skip_special_tokens=True)
 agree=[]

@@ -3,7 +3,7 @@ Run at commit d484045 on teacher a9deb797dd:  python experiments/pope/look_then_
 """
 import os, sys, time; os.environ["HF_HUB_OFFLINE"]="1"; os.environ["HF_DATASETS_OFFLINE"]="1"
 import numpy as np, torch, re
-from studylib import data as D, models as M, teacher as T, evaluation as E
+from studylib import collate as C, data as D, evaluation as E, llava_json, models as M, teacher as T
 orig = D.q_pope
 def q_pope_cot(rng, objs, category=None):
     q, a, fam, cat = orig(rng, objs, category)
@@ -12,10 +12,10 @@ D.q_pope = q_pope_cot
 from datasets import Dataset
 steps = int(sys.argv[1]); lr = float(sys.argv[2])
 recs = D.generate_records("train", 12000, 7)
-ds = Dataset.from_list(recs, features=D.features())
+ds = Dataset.from_list(recs, features=llava_json.features())
 model, proc = M.load("data/checkpoints/teacher-llava-small-s0-a9deb797dd")
 print([r["conversations"] for r in recs if r["family"]=="pope"][:2])
-tds = D.tokenize_dataset(ds, proc)
+tds = C.tokenize_dataset(ds, proc)
 cfg = T.TeacherConfig(lr=lr)
 T.set_trainable(model, ("vision","projector","lm")); model.train()
 t0=time.time()

@@ -13,7 +13,7 @@ import os, sys, time; os.environ["HF_HUB_OFFLINE"]="1"; os.environ["HF_DATASETS_
 import numpy as np, torch
 from pathlib import Path
 from datasets import Dataset
-from studylib import data as D, models as M, teacher as T, evaluation as E
+from studylib import collate as C, data as D, evaluation as E, llava_json, models as M, teacher as T
 steps=int(sys.argv[1]); lr=float(sys.argv[2]); n_pope=int(sys.argv[3])
 orig=D.q_pope
 def q_pope_named(rng, objs, category=None):
@@ -25,10 +25,10 @@ rng=np.random.default_rng(5)
 recs=D.generate_records("train", 6000, 11)
 for i in range(n_pope):
     image, turns = D.gen_scene(rng, ["pope"]); q,a,_,c=turns[0]
-    recs.append({"id":f"p{i}","image":image,"family":"pope","conversations":[{"from":"human","value":D.image_question(q)},{"from":"gpt","value":a}],"answer":a,"qtype":"pope","category":c})
+    recs.append({"id":f"p{i}","image":image,"family":"pope","conversations":[{"from":"human","value":llava_json.image_question(q)},{"from":"gpt","value":a}],"answer":a,"qtype":"pope","category":c})
 print(recs[-1]["conversations"], recs[-2]["conversations"])
 model, proc = M.load("data/checkpoints/teacher-llava-small-s0-4b1e9870a7")
-tds=D.tokenize_dataset(Dataset.from_list(recs,features=D.features()),proc)
+tds=C.tokenize_dataset(Dataset.from_list(recs,features=llava_json.features()),proc)
 T.set_trainable(model,("vision","projector","lm")); model.train()
 t0=time.time(); log=T.run_stage(model,proc,tds,Path("/tmp/exp/ft5"),steps,T.TeacherConfig(lr=lr),"ft",lr)
 print("train s", round(time.time()-t0), "loss", [round(r["loss"],3) for r in log][::max(1,len(log)//12)])

@@ -7,7 +7,7 @@ import numpy as np, torch
 from pathlib import Path
 from datasets import Dataset
 from sklearn.metrics import roc_auc_score
-from studylib import data as D, models as M, teacher as T
+from studylib import collate as C, data as D, llava_json, models as M, teacher as T
 mode, steps = sys.argv[2], int(sys.argv[3])
 model, proc = M.load(sys.argv[1])
 rng = np.random.default_rng(11)
@@ -24,9 +24,9 @@ for i in range(4000):
     else:
         q, ans, _, _ = D.q_pope(rng, objs)
     img = D.render_scene(objs, rng)
-    recs.append({"id": f"p{i}", "image": img, "family": "pope", "conversations": [{"from": "human", "value": D.image_question(q)}, {"from": "gpt", "value": ans}], "answer": ans, "qtype": "pope", "category": ""})
+    recs.append({"id": f"p{i}", "image": img, "family": "pope", "conversations": [{"from": "human", "value": llava_json.image_question(q)}, {"from": "gpt", "value": ans}], "answer": ans, "qtype": "pope", "category": ""})
 print(mode, "yes share", np.mean([r["answer"] == "yes" for r in recs]))
-tds = D.tokenize_dataset(Dataset.from_list(recs, features=D.features()), proc)
+tds = C.tokenize_dataset(Dataset.from_list(recs, features=llava_json.features()), proc)
 T.set_trainable(model, ("vision", "projector", "lm")); model.train()
 log = T.run_stage(model, proc, tds, Path("/tmp/popenat"), steps, T.TeacherConfig(lr=3e-4), "ft", 3e-4)
 print("loss", [round(r["loss"], 3) for r in log])
@@ -36,7 +36,7 @@ bench = D.build_dataset("pope", 500, 0)
 ps = []
 for s in range(0, 500, 100):
     rows = bench.select(range(s, s + 100))
-    inp = proc(text=[D.prompt_text(c[0]["value"]) for c in rows["conversations"]], images=[im.convert("RGB") for im in rows["image"]], padding=True, return_tensors="pt")
+    inp = proc(text=[C.prompt_text(c[0]["value"]) for c in rows["conversations"]], images=[im.convert("RGB") for im in rows["image"]], padding=True, return_tensors="pt")
     with torch.no_grad():
         pr = model(**inp).logits[:, -1].softmax(-1)
     ps += list((pr[:, yes] / (pr[:, yes] + pr[:, no])).numpy())

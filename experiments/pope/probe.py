@@ -4,7 +4,7 @@ that commit's):  python experiments/pope/probe.py
 """
 import os; os.environ["HF_HUB_OFFLINE"]="1"
 import numpy as np, torch
-from studylib import data as D, models as M
+from studylib import collate as C, data as D, models as M
 from sklearn.linear_model import LogisticRegression
 model, proc = M.load("data/checkpoints/teacher-llava-small-s0-a9deb797dd"); model.eval()
 recs = D.generate_records("train", 12000, 3)
@@ -13,7 +13,7 @@ X=[[] for _ in range(9)]; y=[]
 proc.tokenizer.padding_side="left"
 for s in range(0, len(pope), 100):
     rows = pope[s:s+100]
-    prompts=[D.prompt_text(r["conversations"][0]["value"]) for r in rows]
+    prompts=[C.prompt_text(r["conversations"][0]["value"]) for r in rows]
     inp = proc(text=prompts, images=[r["image"].convert("RGB") for r in rows], padding=True, return_tensors="pt")
     with torch.no_grad(): out = model(**inp, output_hidden_states=True)
     for l,h in enumerate(out.hidden_states): X[l].append(h[:,-1].numpy())

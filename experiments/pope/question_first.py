@@ -3,7 +3,7 @@ Run at commit d484045 on teacher a9deb797dd:  python experiments/pope/question_f
 """
 import os, sys, time; os.environ["HF_HUB_OFFLINE"]="1"; os.environ["HF_DATASETS_OFFLINE"]="1"
 import numpy as np, torch
-from studylib import data as D, models as M, teacher as T, evaluation as E
+from studylib import collate as C, data as D, evaluation as E, llava_json, models as M, teacher as T
 from datasets import Dataset
 steps = int(sys.argv[1]); lr = float(sys.argv[2])
 def qfirst(r):
@@ -12,10 +12,10 @@ def qfirst(r):
         c[0]["value"] = c[0]["value"][len("<image>\n"):] + "\n<image>"
     r = dict(r); r["conversations"] = c; return r
 recs = [qfirst(r) for r in D.generate_records("train", 12000, 7)]
-ds = Dataset.from_list(recs, features=D.features())
+ds = Dataset.from_list(recs, features=llava_json.features())
 model, proc = M.load("data/checkpoints/teacher-llava-small-s0-a9deb797dd")
 print(recs[0]["conversations"])
-tds = D.tokenize_dataset(ds, proc)
+tds = C.tokenize_dataset(ds, proc)
 cfg = T.TeacherConfig(lr=lr)
 T.set_trainable(model, ("vision","projector","lm")); model.train()
 t0=time.time()

@@ -14,7 +14,7 @@ import numpy as np, torch
 from pathlib import Path
 from datasets import Dataset
 from transformers import Trainer, TrainerCallback
-from studylib import data as D, models as M, teacher as T, evaluation as E
+from studylib import collate as C, data as D, evaluation as E, llava_json, models as M, teacher as T
 steps=int(sys.argv[1]); lr=float(sys.argv[2]); kinds=sys.argv[3].split(","); every=int(sys.argv[4])
 def caption(objs): return "; ".join(f"{o.name} at {D.CELL_NAMES[o.cell]}" for o in objs) + "."
 def qa(rng, objs, kind):
@@ -34,8 +34,8 @@ def item(rng, i, kind):
 rng=np.random.default_rng(1)
 recs=[item(rng,i,kinds[i%len(kinds)]) for i in range(40000)]
 model, proc = M.load("data/checkpoints/teacher-llava-small-s0-4b1e9870a7")
-tds=D.tokenize_dataset(Dataset.from_list(recs,features=D.features()),proc)
-tests={k: Dataset.from_list([item(np.random.default_rng(77+j),i,k) for j,i in enumerate(range(150))],features=D.features()) for k in ["at","where","exists"]}
+tds=C.tokenize_dataset(Dataset.from_list(recs,features=llava_json.features()),proc)
+tests={k: Dataset.from_list([item(np.random.default_rng(77+j),i,k) for j,i in enumerate(range(150))],features=llava_json.features()) for k in ["at","where","exists"]}
 def score():
     model.eval(); out={}
     for k,d in tests.items():
@@ -49,5 +49,5 @@ T.set_trainable(model,("vision","projector","lm")); model.train()
 print("STEP 0", score(), flush=True)
 args=T.training_args("/tmp/exp/ft3", steps=steps, batch_size=32, lr=lr, seed=0, warmup_ratio=0.03)
 args.lr_scheduler_type="constant_with_warmup"
-tr=Trainer(model=model,args=args,train_dataset=tds,data_collator=D.PackingCollator(proc,160),callbacks=[CB()])
+tr=Trainer(model=model,args=args,train_dataset=tds,data_collator=C.PackingCollator(proc,160),callbacks=[CB()])
 t0=time.time(); tr.train()

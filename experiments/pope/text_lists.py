@@ -12,7 +12,7 @@ import os, sys, time; os.environ["HF_HUB_OFFLINE"]="1"; os.environ["HF_DATASETS_
 import numpy as np, torch
 from pathlib import Path
 from datasets import Dataset
-from studylib import data as D, models as M, teacher as T, evaluation as E
+from studylib import collate as C, data as D, evaluation as E, llava_json, models as M, teacher as T
 steps=int(sys.argv[1]); lr=float(sys.argv[2]); kinds=sys.argv[3].split(",")
 def caption(objs): return "; ".join(f"{o.name} at {D.CELL_NAMES[o.cell]}" for o in objs) + "."
 def qa(rng, objs, kind):
@@ -36,13 +36,13 @@ def item(rng, i, kinds, turns=3):
 rng=np.random.default_rng(1)
 recs=[r for r in (item(rng,i,kinds) for i in range(12000)) if r]
 model, proc = M.load("data/checkpoints/teacher-llava-small-s0-4b1e9870a7")
-tds=D.tokenize_dataset(Dataset.from_list(recs,features=D.features()),proc)
+tds=C.tokenize_dataset(Dataset.from_list(recs,features=llava_json.features()),proc)
 T.set_trainable(model,("vision","projector","lm")); model.train()
 t0=time.time(); log=T.run_stage(model,proc,tds,Path("/tmp/exp/ft2"),steps,T.TeacherConfig(lr=lr),"ft",lr)
 print("train s", round(time.time()-t0), "loss", [round(r["loss"],3) for r in log][::max(1,len(log)//15)])
 model.eval()
 for k in ["where","at","exists"]:
     trng=np.random.default_rng(77); tc=[r for r in (item(trng,i,[k],1) for i in range(400)) if r][:300]
-    pr=E.generate_answers(model, proc, Dataset.from_list(tc,features=D.features()), max_new_tokens=6, progress=False)
+    pr=E.generate_answers(model, proc, Dataset.from_list(tc,features=llava_json.features()), max_new_tokens=6, progress=False)
     print(k, "acc", np.mean([E.normalize(p)==E.normalize(r["answer"]) for p,r in zip(pr,tc)]), pr[:3], [r["answer"] for r in tc[:3]])
 if len(sys.argv)>4: model.save_pretrained(sys.argv[4]); proc.save_pretrained(sys.argv[4])
