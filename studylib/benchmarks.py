@@ -53,7 +53,6 @@ both of its configs in `folder/<config>/`.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import os
 import random
@@ -68,7 +67,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import data as D
-from . import llava_json
+from . import files, llava_json
 
 LOADER_VERSION = "1"  # part of the record cache key: bump when prompts or record fields change
 SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
@@ -678,8 +677,7 @@ def load_real(name: str, source: str | Path | None = None, limit: int | None = N
                                                             {"from": "gpt", "value": rec["answer"]}])
         return rec
 
-    key = json.dumps([LOADER_VERSION, name, parts, limit, seed])
-    fp = hashlib.sha256(key.encode()).hexdigest()[:16]
+    fp = files.key([LOADER_VERSION, name, parts, limit, seed], 16)
     cache = _cache_root(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     return ds.map(convert, with_indices=True, remove_columns=ds.column_names, features=real_features(),

@@ -24,10 +24,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+from . import files  # noqa: E402
 from . import validate as V  # noqa: E402  (light: the parser is built without torch)
 
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+DEFAULT_CONFIG = Path("configs") / "default.yaml"  # in the project home (files.home)
 
 
 def _device(args) -> str:
@@ -190,9 +191,9 @@ def cmd_prune(args) -> None:
     s = _prune_settings(args)
     data = None
     if args.data:  # the model's own instruction data (e.g. a slice of llava_v1_5_mix665k.json)
-        from . import data as D
+        from . import llava_json
 
-        data = D.load_llava_json(args.data, args.image_folder)
+        data = llava_json.load(args.data, args.image_folder)
         if s["samples"]:
             V.integer("--calib-samples", s["samples"], 1, len(data))
     model, processor = _load_model(args, s["device"])
@@ -275,7 +276,9 @@ def cmd_recover(args) -> None:
         print(f"{out} is already a finished recovery (recovery_metrics.json); nothing to do")
         return
     if args.data:  # the user's LLaVA-format data (e.g. llava_v1_5_mix665k.json): read and checked first
-        data = D.load_llava_json(args.data, args.image_folder)
+        from . import llava_json
+
+        data = llava_json.load(args.data, args.image_folder)
         R.subset_indices(len(data), cfg.data_fraction, cfg.seed)
     student, processor = M.load(args.model)
     plan_file = Path(args.model) / "pruning_plan.json"
@@ -320,7 +323,7 @@ def cmd_sweep(args) -> None:
 
     reports = _reports_folder(args)
     runs = reports / "runs"
-    cells = S.select(S.load_config(args.config), args.only)
+    cells = S.select(S.load_config(args.config or files.home() / DEFAULT_CONFIG), args.only)
     slurm = {"slurm_partition": args.slurm_partition, "gpus_per_node": args.slurm_gpus,
              "cpus_per_task": args.slurm_cpus, "mem_gb": args.slurm_mem_gb, "timeout_min": args.slurm_time}
     executor = S.make_executor(args.executor, runs, args.jobs, **{k: v for k, v in slurm.items() if v is not None})
@@ -558,7 +561,8 @@ def build_parser(recovery_defaults: bool = False, criteria_help: bool = False) -
         if name == "sweep":
             s.add_argument("config", help="a grid file, e.g. configs/default.yaml, smoke.yaml, full.yaml, paper.yaml")
         else:
-            s.add_argument("--config", default=str(DEFAULT_CONFIG), help="default: configs/default.yaml")
+            s.add_argument("--config", default=None,
+                           help="default: configs/default.yaml of the project home ($STUDYLIB_HOME or the current folder)")
         s.add_argument("--jobs", type=count, default=1 if name == "sweep" else 2,
                        help="cells run in parallel, the CPU cores split between the cells running together")
         s.add_argument("--only", default=None, metavar="PATTERN",

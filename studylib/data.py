@@ -20,7 +20,6 @@ into model inputs (prompts, tokenisation, collation) is `collate`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -30,13 +29,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import collate, llava_json
+from . import collate, files, llava_json
 from . import validate as V
-
-# Moved to llava_json and collate; importable from here only for cli.py (`load_llava_json`) and pruning.py
-# (`tokenize_dataset`, `Collator`) until they import those modules.
-from .collate import Collator, tokenize_dataset  # noqa: F401
-from .llava_json import load as load_llava_json  # noqa: F401
 
 GENERATOR_VERSION = "9"
 IMAGE_SIZE = 32
@@ -415,7 +409,8 @@ def template_pieces(n: int = 2000, seed: int = 0) -> list[str]:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("STUDYLIB_CACHE", Path(__file__).resolve().parent.parent / "data" / "cache"))
+    """$STUDYLIB_CACHE, else data/cache in the project home (`files.home`)."""
+    return Path(os.environ.get("STUDYLIB_CACHE") or files.home() / "data" / "cache")
 
 
 def build_dataset(split: str, n: int, seed: int = 0, cache_dir: str | Path | None = None):
@@ -439,7 +434,7 @@ def build_dataset(split: str, n: int, seed: int = 0, cache_dir: str | Path | Non
             print(f"data cache {path} does not load ({type(e).__name__}); moved to {aside.name} and regenerated")
     recs = generate_records(split, n, seed)
     ds = Dataset.from_list(recs, features=llava_json.features())
-    fp = hashlib.sha256(f"studylib-data v{GENERATOR_VERSION} {split} {n} {seed}".encode()).hexdigest()[:16]
+    fp = files.key({"generator": GENERATOR_VERSION, "split": split, "n": n, "seed": seed}, 16)
     ds._fingerprint = fp  # deterministic across processes (datasets would otherwise hash the pickled list)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     ds.save_to_disk(str(tmp))

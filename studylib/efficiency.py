@@ -800,10 +800,29 @@ def cmd_bench(args) -> None:
     print(f"\nwritten to {s.out}")
 
 
+def prune_variant(model, scores, ratio: float, round_to: int = 1) -> tuple[P.PruneResult | None, str]:
+    """Prune a copy of `model` to `ratio` (widthwise: kept MLP neurons a multiple of `round_to`) and a
+    note. When no such widths meet the ratio within one point, the closest widths that are multiples of
+    `round_to` (`efficiency.closest_widths`) are pruned instead and the note says so; (None, note) when
+    there are none."""
+    if scores.paradigm == "layerwise":
+        return P.prune(model, "layerwise", scores.criterion, ratio, None, scores=scores), ""
+    try:
+        return P.prune(model, "widthwise", scores.criterion, ratio, None, round_to=round_to,
+                       scores=scores), ""
+    except ValueError as err:
+        widths = closest_widths(model, scores, ratio, round_to)
+        if widths is None:
+            return None, f"infeasible: {err}"
+        result = P.prune(model, "widthwise", scores.criterion, None, None, widths=widths, scores=scores)
+        return result, f"{err}; measured the closest widths {widths} instead"
+
+
 __all__ = [
     "METRICS", "TIMED", "PeakMemory", "BenchSettings", "check_device", "check_batch_sizes",
     "parse_batch_sizes", "flops_per_token", "weight_bytes", "parts", "counted_flops", "benchmark_inputs",
     "synthetic_inputs", "run_once", "run_order", "measure", "measure_runs", "memory_method", "value", "speedups",
-    "summary", "print_speed_tables", "markdown", "to_records", "closest_widths", "part_times", "op_profile",
+    "summary", "print_speed_tables", "markdown", "to_records", "closest_widths", "prune_variant", "part_times", "op_profile",
     "bench_settings", "cmd_bench",
 ]
+

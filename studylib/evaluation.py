@@ -103,19 +103,17 @@ def evaluate_cached(model, processor, benchmarks: dict, folder: str | Path, mode
     """`evaluate`, stored in `folder/evaluation-<hash>.json` and read back on the next call. The hash covers
     the benchmarks' dataset fingerprints, the options and `key` (e.g. a pruning plan): the caller promises
     that `folder` + `key` identify the model (a checkpoint folder does)."""
-    import hashlib
     import json
 
-    ident = json.dumps({"benchmarks": {b: ds._fingerprint for b, ds in benchmarks.items()}, "key": key,
-                        "options": {k: v for k, v in kw.items() if k != "progress"}}, sort_keys=True)
-    path = Path(folder) / f"evaluation-{hashlib.sha256(ident.encode()).hexdigest()[:10]}.json"
+    from . import files
+
+    ident = {"benchmarks": {b: ds._fingerprint for b, ds in benchmarks.items()}, "key": key,
+             "options": {k: v for k, v in kw.items() if k != "progress"}}
+    path = Path(folder) / f"evaluation-{files.key(ident)}.json"
     if path.exists():
         return pd.DataFrame(json.loads(path.read_text())["table"]).assign(model=model_name)
     table = evaluate(model, processor, benchmarks, model_name, **kw)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps({"ident": json.loads(ident), "table": table.to_dict(orient="records")}))
-    tmp.replace(path)
+    files.write_json(path, {"ident": ident, "table": table.to_dict(orient="records")})
     return table
 
 

@@ -1,4 +1,14 @@
-"""Writing files safely when several processes share a folder: atomic writes and folder locks.
+"""Where the project's files live, how caches are keyed, and writing files safely when several processes
+share a folder: the project home, content keys, atomic writes and folder locks.
+
+`home()`: the project home, `$STUDYLIB_HOME` or else the current directory. The study's sources are read
+from it (`notebooks/`, `configs/`) and its outputs written into it (`data/` for generated data and
+checkpoints, `reports/` for run records and pages), never next to the installed package, so a wheel
+install works like a checkout.
+
+`key(obj)`: the content key of every cache (data, benchmark records, evaluations, teachers, recovered
+students, trimmed language models, sweep run ids): the first hex digits of sha256 over `obj` as canonical
+JSON. A cache's folder or file name carries the key of everything its content depends on.
 
 `atomic_write(path, text)`: readers of `path` see either its old content or the whole new content, never
 a part; a failed write (disk full, read-only folder) leaves the old file as it was and no temporary file.
@@ -16,6 +26,21 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def home() -> Path:
+    """The project home: `$STUDYLIB_HOME` if set, else the current directory (absolute)."""
+    return Path(os.environ.get("STUDYLIB_HOME") or os.getcwd()).expanduser().resolve()
+
+
+def key(obj, length: int = 10) -> str:
+    """sha256 of `obj` as JSON (keys sorted, values JSON does not know written with str), as `length` hex
+    digits: two inputs get the same key only if their JSON is the same."""
+    import hashlib
+    import json
+
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 class Busy(ValueError):
@@ -42,6 +67,16 @@ def atomic_write(path: str | Path, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+def write_json(path: str | Path, obj) -> Path:
+    """`obj` as indented JSON (values JSON does not know written with str), atomically, creating the folder."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(obj, indent=1, default=str))
+    return path
 
 
 def _holder(path: Path) -> str:

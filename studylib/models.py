@@ -122,7 +122,6 @@ def build_processor(preset: Preset | str, tokenizer=None):
                           chat_template=CHAT_TEMPLATE)
 
 
-num_image_tokens = collate.num_image_tokens  # importable here only for tests/test_efficiency.py, test_prune_cli.py
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ The result is a plain `LlavaForConditionalGeneration` (Gemma-3 text model inside
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -171,8 +170,9 @@ def _fresh_copy(model):
 
 def lm_folder(texts: list[str], root: str | Path) -> Path:
     """Where the trimmed LM for `texts` lives: its name hashes the text, so new data gives a new folder."""
-    digest = hashlib.sha256(("\n".join(texts) + TRIM_VERSION).encode()).hexdigest()[:10]
-    return Path(root) / f"gemma-3-270m-trimmed-{digest}"
+    from . import files
+
+    return Path(root) / f"gemma-3-270m-trimmed-{files.key({'texts': texts, 'trim': TRIM_VERSION})}"
 
 
 def base_lm_folder(texts: list[str], root: str | Path) -> Path:

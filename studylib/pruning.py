@@ -334,11 +334,12 @@ def calibration_batches(
     random training samples. Each batch is a dict with input_ids, attention_mask, labels (-100 on the
     prompt, image and pad tokens: the loss is the answer-token loss) and pixel_values (when the batch has
     images). Deterministic in (n, seed, n_train, batch_size). max_length: the token limit of
-    `data.tokenize_dataset` (None: its default, the one the teacher was trained with). `data`: a LLaVA-format
-    Dataset to draw from instead (a real model's instruction data, e.g. `data.load_llava_json`).
+    `collate.tokenize_dataset` (None: its default, the one the teacher was trained with). `data`: a LLaVA-format
+    Dataset to draw from instead (a real model's instruction data, e.g. `llava_json.load`).
     """
     import numpy as np
 
+    from . import collate as C
     from . import data as D
 
     if data is None:
@@ -349,8 +350,8 @@ def calibration_batches(
     picked = np.random.default_rng([seed, 7919]).choice(len(ds), size=n, replace=False)
     subset = ds.select(sorted(int(i) for i in picked))
     limit = {} if max_length is None else {"max_length": max_length}
-    tokenized = D.tokenize_dataset(subset, processor, **limit)
-    collate = D.Collator(processor)
+    tokenized = C.tokenize_dataset(subset, processor, **limit)
+    collate = C.Collator(processor)
     rows = [tokenized[i] for i in range(len(tokenized))]
     return [collate(rows[start : start + batch_size]) for start in range(0, n, batch_size)]
 
@@ -1256,7 +1257,8 @@ def _check_plan_fits(info: LMInfo, plan: PruningPlan) -> None:
         )
 
 
-def _widths_after(plan: PruningPlan) -> list[list[int]]:
+def widths_after(plan: PruningPlan) -> list[list[int]]:
+    """[query heads, key/value heads, MLP neurons] of every block of the model the plan makes."""
     if plan.paradigm == "layerwise":
         return [plan.widths_before[i] for i in plan.kept_layers]
     kept = zip(plan.kept_heads, plan.kept_kv_heads, plan.kept_neurons, plan.widths_before)
@@ -1267,7 +1269,7 @@ def apply_plan(model, plan: PruningPlan):
     """Prune `model` in place as the plan says and return it (deepcopy first to keep the original).
     Applying a plan to the model it already pruned changes nothing."""
     info = describe_lm(model)
-    if _widths(info) == _widths_after(plan) and count_params(model)[0] == plan.lm_params_after:
+    if _widths(info) == widths_after(plan) and count_params(model)[0] == plan.lm_params_after:
         return model  # already pruned by this plan (or a ratio-0 plan)
     _check_plan_fits(info, plan)
     if plan.paradigm == "layerwise":

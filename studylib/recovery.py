@@ -29,6 +29,7 @@ here because they are the methods being studied (TRL has logit distillation but 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -39,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,7 +48,8 @@ from torch import nn
 from . import collate as C
 from . import data as D
 from . import models as M
-from .pruning import PruningPlan, hidden_out, describe_lm
+from . import evaluation, study
+from .pruning import PruningPlan, count_params, describe_lm, hidden_out
 
 from . import validate as V
 from .validate import KL_POSITIONS, LOSSES, TEACHER_INPUTS, TRAIN_MODES  # noqa: F401  (the names users pass)
@@ -78,9 +81,6 @@ class RecoveryConfig:
     bf16: bool = False  # bfloat16 autocast (GPUs only: ~28x slower than fp32 on this CPU)
     grad_accum: int = 1  # gradient accumulation steps: effective batch = batch_size x grad_accum x processes
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (memory for time)
-
-
-SCALE_DEFAULTS = {"bf16": False, "grad_accum": 1, "gradient_checkpointing": False}
 
 
 @dataclass
@@ -558,12 +558,10 @@ def _check_parallel_setup(args, cfg: RecoveryConfig) -> bool:
 def recovery_dir(root: str | Path, teacher_dir: str | Path, plan: PruningPlan | None, cfg: RecoveryConfig) -> Path:
     """`root/recovered-<paradigm>-<criterion>-<ratio %>-<train>-<loss>-<hash>`; the hash covers the teacher
     folder, the pruning plan and every recovery setting, so a changed input never reuses an old result."""
-    import hashlib
+    from . import files
 
-    settings = {k: v for k, v in asdict(cfg).items() if k not in SCALE_DEFAULTS or v != SCALE_DEFAULTS[k]}
-    key = json.dumps({"teacher": str(teacher_dir), "plan": plan.to_dict() if plan else None, "cfg": settings,
-                      "data": D.GENERATOR_VERSION}, sort_keys=True, default=str)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    digest = files.key({"teacher": str(teacher_dir), "plan": plan.to_dict() if plan else None, "cfg": asdict(cfg),
+                        "data": D.GENERATOR_VERSION})
     what = f"{plan.paradigm}-{plan.criterion}-{round(100 * plan.lm_ratio)}" if plan else "unpruned"
     return Path(root) / f"recovered-{what}-{cfg.train}-{cfg.loss}-{digest}"
 
@@ -577,3 +575,42 @@ def ensure_recovered(student, teacher, data, cfg: RecoveryConfig, out_dir: str |
         return RecoveryResult(out_dir, json.loads((out_dir / "recovery_metrics.json").read_text()),
                               json.loads((out_dir / "train_log.json").read_text()))
     return recover(student, teacher, data, cfg, out_dir, processor, plan=plan)
+
+
+# ----------------------------------------------------------------------------------------------
+# The study's step (notebooks 03 and 04): recover a pruned copy of the teacher, then evaluate it
+
+
+def recovery_config(teacher: "study.Teacher", **settings) -> RecoveryConfig:
+    """A RecoveryConfig over the teacher's instruction data with the teacher's seed (bf16 with a bfloat16
+    teacher); `settings` are RecoveryConfig's fields."""
+    return RecoveryConfig(n_train=len(teacher.train_data), seed=teacher.seed, bf16=teacher.dtype == "bfloat16",
+                          **settings)
+
+
+@dataclass
+class Recovered:
+    """A recovered student: the training result (metrics, log, folder), its evaluation and relative scores."""
+
+    result: RecoveryResult = field(repr=False)
+    table: pd.DataFrame = field(repr=False)
+    relative: pd.DataFrame = field(repr=False)
+
+    @property
+    def avg(self) -> float:
+        """AVG % (NaN without scored benchmarks)."""
+        return study.mean_relative(self.relative)
+
+
+def recover_and_evaluate(teacher: "study.Teacher", pruned: "study.Pruned", cfg: RecoveryConfig) -> Recovered:
+    """Recover a copy of the pruned model (`recovery.ensure_recovered`: cached by its inputs under
+    <checkpoint_root>/recovered, resumed if interrupted), reload the saved checkpoint and evaluate it."""
+    out = recovery_dir(Path(teacher.checkpoint_root) / "recovered", teacher.dir, pruned.plan, cfg)
+    result = ensure_recovered(copy.deepcopy(pruned.model), teacher.model, teacher.train_data, cfg, out,
+                              teacher.processor, plan=pruned.plan)
+    model, _ = M.load(out, dtype=getattr(torch, teacher.dtype))
+    model.to(teacher.device)
+    assert count_params(model) == count_params(pruned.model), "recovery keeps the pruned structure"
+    table = evaluation.evaluate_cached(model, teacher.processor, teacher.benchmarks, out, model_name=out.name,
+                                       progress=False)
+    return Recovered(result, table, study.relative(teacher, table))

@@ -20,15 +20,11 @@ import shutil
 import time
 from pathlib import Path
 
+from . import files
 from .claims import BUDGETS, RATIO_BANDS
 
-# The claims and the decision guide are computed in `claims`; importable from here only for tests/test_sweep.py
-# and notebooks/99_report until they import claims.
-from .claims import CLAIMS, claims_table, decision_guide, relative_by_benchmark, retention  # noqa: F401
-
-ROOT = Path(__file__).resolve().parent.parent
-REPORTS = ROOT / "reports"
-NOTEBOOKS = ROOT / "notebooks"
+REPORTS = files.home() / "reports"  # the project home's (files.home: $STUDYLIB_HOME or the current directory)
+NOTEBOOKS = files.home() / "notebooks"
 
 
 def run_notebook(name: str, parameters: dict, out_dir: str | Path | None = None, out_name: str | None = None,
@@ -47,6 +43,7 @@ def run_notebook(name: str, parameters: dict, out_dir: str | Path | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     out_name = out_name or name
     out, tmp = out_dir / f"{out_name}.ipynb", out_dir / f".{out_name}.partial.ipynb"
+    os.environ.setdefault("STUDYLIB_HOME", str(files.home()))  # the kernel runs in notebooks/, writes to the home
     pm.execute_notebook(notebooks.read(script), str(tmp), parameters=parameters, kernel_name="python3",
                         cwd=str(NOTEBOOKS), progress_bar=False, **kw)
     tmp.replace(out)
@@ -141,7 +138,7 @@ TEMPLATE = """{%- extends 'index.html.j2' -%}
 """
 
 # pages rendered by another template or cleaning are rendered again
-RENDER_VERSION = "3-" + __import__("hashlib").sha1((TEMPLATE + PAGE_CSS).encode()).hexdigest()[:10]
+RENDER_VERSION = "3-" + files.key(TEMPLATE + PAGE_CSS)
 
 # an absolute POSIX path in text: a "/" not preceded by a word, a dot, "~", ":" or "/" (so no URL, no
 # relative path, no closing tag), then at least one "name/" segment
@@ -150,9 +147,9 @@ ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/\\-])/(?:[\w.@+-]+/)+[\w.@+-]*")
 
 def scrub_paths(text: str, roots: list[tuple[str, str]] = ()) -> str:
     """`text` without absolute paths: each prefix in `roots` (absolute folder, what to show instead; longest
-    first) is replaced, the repository root by nothing (so `data/checkpoints/...` is left), the home folder by
+    first) is replaced, the project home by nothing (so `data/checkpoints/...` is left), the home folder by
     `~`, and any other absolute path by its last folder and name (`.../runs/x.json`)."""
-    subs = sorted([*roots, (str(ROOT), ""), (str(Path.home()), "~")], key=lambda r: -len(r[0]))
+    subs = sorted([*roots, (str(files.home()), ""), (str(Path.home()), "~")], key=lambda r: -len(r[0]))
     for prefix, shown in subs:
         if len(prefix) > 1:
             text = text.replace(prefix + "/", f"{shown}/" if shown else "")

@@ -18,6 +18,10 @@ through other studylib modules), its parameters and the run ids of the cells it 
 teacher reruns what depends on it). Markdown cells and outputs are not covered: a prose edit reruns nothing,
 while a change to the library reruns the cells whose notebooks import what changed, without `--force`.
 
+A cell that comes after a 00_teacher cell runs on the teacher that cell trained: its record's `teacher_dir`
+is passed as the cell's `teacher_dir` parameter (`teacher_for`), unless the cell sets one itself. So the
+pruning and recovery notebooks need not repeat the teacher's training settings, and cannot disagree with them.
+
 A cell's result is `reports/runs/<run-id>.json`, written last and atomically (after the executed notebook is
 renamed into place); a cell whose result exists is skipped. Partial outputs carry a
 `.partial` name and are never read as results, so an interrupted sweep (Ctrl-C, kill -9) loses no finished
@@ -65,13 +69,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import files
+from . import files, notebooks
 from .validate import EXECUTORS, did_you_mean
 
-ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = Path(__file__).resolve().parent  # studylib's source, what `code_fingerprint` reads (tests point it elsewhere)
-NOTEBOOKS = ROOT / "notebooks"
-RUNS = ROOT / "reports" / "runs"
+NOTEBOOKS = files.home() / "notebooks"  # the project home's (files.home: $STUDYLIB_HOME or the current directory)
+RUNS = files.home() / "reports" / "runs"
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "peft", "papermill")
 
 
@@ -94,28 +97,16 @@ def _readable(parts: list) -> str:
 
 
 def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return files.key(obj)
 
 
 def _notebook_path(name) -> Path:
-    """notebooks/<name>.ipynb for a plain notebook name (no folder, no suffix: `../x` or `/x` are refused)."""
-    valid = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if not p.name.startswith("."))
-    if not isinstance(name, str) or name not in valid:
-        raise ValueError(f"unknown notebook {name!r}{did_you_mean(name, valid)}; valid notebooks are: "
-                         f"{', '.join(valid)} (the name of a file in {NOTEBOOKS}, without .ipynb)")
-    return NOTEBOOKS / f"{name}.ipynb"
+    """notebooks/<name>.py, the notebook's jupytext script (`notebooks.path`)."""
+    return notebooks.path(name, NOTEBOOKS)
 
 
 def _code_cells(name: str) -> list[tuple[bool, str]]:
-    """The code cells of notebooks/<name>.ipynb, in order, as (tagged `parameters`, source)."""
-    nb = json.loads(_notebook_path(name).read_text())
-    cells = []
-    for cell in nb.get("cells", []):
-        if cell.get("cell_type") == "code":
-            source = cell.get("source", "")
-            tags = cell.get("metadata", {}).get("tags", [])
-            cells.append(("parameters" in tags, source if isinstance(source, str) else "".join(source)))
-    return cells
+    return notebooks.code_cells(_notebook_path(name))
 
 
 def _module_file(module: str) -> Path | None:
@@ -217,7 +208,7 @@ def notebook_modules(name: str) -> list[str]:
 
 
 def code_fingerprint(name: str) -> str:
-    """A hash of what notebooks/<name>.ipynb runs: the source of its code cells, in order (and which one is
+    """A hash of what notebooks/<name>.py runs: the source of its code cells, in order (and which one is
     tagged `parameters`), and the bytes of every studylib module it imports (`notebook_modules`, read from
     `PACKAGE`). Markdown cells, outputs and other metadata are left out, so a prose edit keeps the hash, and
     a change to a studylib module the notebook does not import (directly or transitively) does too.
@@ -229,21 +220,8 @@ def code_fingerprint(name: str) -> str:
 
 
 def notebook_parameters(name: str) -> list[str]:
-    """The names the `parameters`-tagged cell of notebooks/<name>.ipynb assigns (what papermill overrides)."""
-    nb = json.loads(_notebook_path(name).read_text())
-    for cell in nb.get("cells", []):
-        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
-            names: list[str] = []
-            for node in ast.walk(ast.parse(source)):
-                targets = node.targets if isinstance(node, ast.Assign) else \
-                    [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
-                for t in targets:
-                    for n in ast.walk(t):
-                        if isinstance(n, ast.Name) and n.id not in names:
-                            names.append(n.id)
-            return names
-    return []
+    """The names the `parameters`-tagged cell of notebooks/<name>.py assigns (what papermill overrides)."""
+    return notebooks.parameters(_notebook_path(name))
 
 
 def _grid(grid: dict) -> list[tuple[dict, list]]:
@@ -310,12 +288,16 @@ def expand(config: dict, source: str = "config", check_names: bool = False) -> l
         if missing:
             raise ValueError(f"{source}: cell {i} ({name}) comes after {missing}, which no earlier cell runs")
         after = [rid for a in after_names for rid in by_notebook[a]]
+        teachers = [rid for rid in after if rid.startswith("00_teacher-")]
+        if len(teachers) > 1 and "teacher_dir" not in {**defaults, **(entry.get("parameters") or {})}:
+            raise ValueError(f"{source}: cell {i} ({name}) comes after {len(teachers)} teacher cells; set its "
+                             f"teacher_dir, or let it come after one (see teacher_for)")
         for params, parts in _grid(entry["grid"]) if entry.get("grid") else [({}, [])]:
             full = {**defaults, **(entry.get("parameters") or {}), **params}
             digest = _hash({"notebook": nb_hash, "parameters": full, "after": after})
             readable = _readable(parts)
             run_id = f"{name}-{readable}-{digest}" if readable else f"{name}-{digest}"
-            cells.append(Cell(name, full, after, run_id, str((NOTEBOOKS / f"{name}.ipynb").resolve())))
+            cells.append(Cell(name, full, after, run_id, str(_notebook_path(name).resolve())))
             by_notebook.setdefault(name, []).append(run_id)
     ids = [c.run_id for c in cells]
     if len(set(ids)) != len(ids):
@@ -371,7 +353,7 @@ def load_config(path: str | Path) -> list[Cell]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config {path} does not exist; configs: "
-                                f"{', '.join(sorted(p.name for p in (ROOT / 'configs').glob('*.yaml')))}")
+                                f"{', '.join(sorted(p.name for p in (files.home() / 'configs').glob('*.yaml')))}")
     try:
         config = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -419,7 +401,7 @@ def _writer() -> str:
 
 def _partials(runs: Path, run_id: str) -> list[Path]:
     return [p for p in runs.glob(f".{glob.escape(run_id)}.*")
-            if p.name.endswith((".partial.ipynb", ".partial.json", ".params.yaml"))]
+            if p.name.endswith((".partial.ipynb", ".partial.json", ".params.yaml", ".input.ipynb"))]
 
 
 def _alive(pid: int) -> bool:
@@ -456,12 +438,27 @@ def _versions() -> dict:
 
 def _git_commit() -> str | None:
     try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PACKAGE.parent,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return (r.stdout.strip() + ("+dirty" if dirty else "")) if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def teacher_for(cell: Cell, runs: Path = RUNS) -> dict:
+    """{"teacher_dir": ...} of the 00_teacher cell `cell` comes after, for a notebook with a `teacher_dir`
+    parameter the cell does not set; {} otherwise (`expand` refuses a cell after two teacher cells)."""
+    script = Path(cell.path) if cell.path else _notebook_path(cell.notebook)
+    if "teacher_dir" in cell.parameters or "teacher_dir" not in notebooks.parameters(script):
+        return {}
+    dirs = []
+    for run_id in cell.after:
+        path = result_path(run_id, runs)
+        record = json.loads(path.read_text()) if path.exists() else {}
+        if record.get("notebook") == "00_teacher":
+            dirs.append(record["metrics"]["teacher_dir"])
+    return {"teacher_dir": dirs[0]} if len(dirs) == 1 else {}
 
 
 def run_cell(cell: Cell, runs: Path = RUNS, threads: int | None = None) -> dict:
@@ -482,20 +479,27 @@ def run_cell(cell: Cell, runs: Path = RUNS, threads: int | None = None) -> dict:
     partial_nb = runs / f".{cell.run_id}.{me}.partial.ipynb"
     partial_metrics = runs / f".{cell.run_id}.{me}.metrics.partial.json"
     params_file = runs / f".{cell.run_id}.{me}.params.yaml"
+    input_nb = runs / f".{cell.run_id}.{me}.input.ipynb"  # the script as a notebook, for papermill
     for p in (partial_nb, partial_metrics):
         p.unlink(missing_ok=True)
-    params = {**cell.parameters, "metrics_path": str(partial_metrics)}
+    params = {**cell.parameters, **teacher_for(cell, runs), "metrics_path": str(partial_metrics)}
     _write(runs, params_file, yaml.safe_dump(params))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               STUDYLIB_HOME=str(files.home()))  # the notebook runs in notebooks/: its outputs go to the home
     if threads:
         env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     t0 = time.time()
-    notebook = Path(cell.path) if cell.path else NOTEBOOKS / f"{cell.notebook}.ipynb"
-    proc = subprocess.run([sys.executable, "-m", "papermill", str(notebook),
-                           str(partial_nb), "-f", str(params_file), "-k", "python3", "--cwd", str(notebook.parent),
+    script = Path(cell.path) if cell.path else _notebook_path(cell.notebook)
+    try:
+        notebooks.to_ipynb(script, input_nb)
+    except OSError as e:
+        raise _unwritable(runs, e, f"starting {cell.run_id}") from e
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(input_nb),
+                           str(partial_nb), "-f", str(params_file), "-k", "python3", "--cwd", str(script.parent),
                            "--no-progress-bar"], env=env, capture_output=True, text=True)
     seconds = round(time.time() - t0, 1)
     params_file.unlink(missing_ok=True)
+    input_nb.unlink(missing_ok=True)
     record = {"run_id": cell.run_id, "notebook": cell.notebook, "parameters": cell.parameters, "after": cell.after,
               "seconds": seconds, "versions": _versions(), "git_commit": _git_commit(),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}

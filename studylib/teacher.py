@@ -172,26 +172,28 @@ def train_teacher(cfg: TeacherConfig, out_dir: str | Path, cache_dir: str | Path
 
 
 def config_hash(cfg: TeacherConfig) -> str:
-    import hashlib
-
+    """The teacher's cache key (`files.key`): every field that changes the weights (all but `threads`, with
+    `pack_to` resolved), the versions of the data generator and the embedded tokenizer (both built from
+    code), and for a pretrained preset its training constants and its vision tower teacher's key."""
+    from . import files
     from . import pretrained as P
 
-    # fields added later count only when set, so that earlier teachers keep their cached folders
-    keep = {k: v for k, v in asdict(cfg).items()
-            if k not in ("threads", "pack_to") and not (k in ("stage1_lr", "stage2_lr") and v is None)}
-    if cfg.preset in M.PRESETS:  # the embedded tokenizer is built from code, so its version is part of the key
+    keep = {k: v for k, v in asdict(cfg).items() if k != "threads"} | {"pack_to": pack_to(cfg),
+                                                                          "data": D.GENERATOR_VERSION}
+    if cfg.preset in M.PRESETS:
         keep["tokenizer"] = M.TOKENIZER_VERSION
-    if pack_to(cfg):  # packing changes float rounding, hence the weights (padded teachers keep their folders)
-        keep["pack_to"] = pack_to(cfg)
-    if cfg.preset in P.PRETRAINED_PRESETS:  # its defaults and its vision tower's teacher are part of what it trains with
+    if cfg.preset in P.PRETRAINED_PRESETS:
         vision = TeacherConfig(P.PRETRAINED_PRESETS[cfg.preset]["vision_from"], cfg.seed)
         keep["pretrained"] = {"stage1_lr": P.STAGE1_LR, "stage2_lr": P.STAGE2_LR, "trim": P.TRIM_VERSION,
                               "vision_from": config_hash(vision)}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode() + D.GENERATOR_VERSION.encode()).hexdigest()[:10]
+    return files.key(keep)
 
 
 def default_checkpoint_root() -> Path:
-    return Path(__file__).resolve().parent.parent / "data" / "checkpoints"
+    """data/checkpoints in the project home (`files.home`: $STUDYLIB_HOME or the current directory)."""
+    from . import files
+
+    return files.home() / "data" / "checkpoints"
 
 
 def ensure_teacher(cfg: TeacherConfig, root: str | Path | None = None, cache_dir=None, log=print) -> Path:

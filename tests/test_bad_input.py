@@ -13,6 +13,7 @@ import torch
 
 from studylib import cli
 from studylib import data as D
+from studylib import llava_json
 from studylib import models as M
 from studylib import pruning as P
 from studylib import validate as V
@@ -392,9 +393,9 @@ def test_bad_llava_images_name_the_row_and_the_file(image, message, tmp_path, ca
     (tmp_path / "images" / "empty.png").write_bytes(b"")
     path = _llava(tmp_path, image)
     with pytest.raises(ValueError, match=re.escape(message)) as e:
-        D.load_llava_json(path)
+        llava_json.load(path)
     assert "row id='r1'" in str(e.value)
-    assert len(D.load_llava_json(_llava(tmp_path, "images/ok.png"))) == 1
+    assert len(llava_json.load(_llava(tmp_path, "images/ok.png"))) == 1
 
 
 def test_bad_llava_files_are_clear_errors(tmp_path, tiny_teacher, cache_dir, capsys):

@@ -53,8 +53,8 @@ def test_environment_yml_agrees_with_pyproject():
 
 def test_readme_quick_start_has_the_two_commands():
     readme = (ROOT / "README.md").read_text()
-    quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    assert re.findall(r"^make \w+$", quick, flags=re.M) == ["make study", "make test"]
+    quick = readme.split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"^make (\w+)\b", quick, flags=re.M) == ["study", "test"]
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from studylib import collate
 from studylib import efficiency as F
 from studylib import models as M
 from studylib import pruning as P
@@ -306,10 +307,10 @@ def test_inputs_fit_the_model(tiny, tiny_processor):
     bench = F.benchmark_inputs(tiny_processor, 3)
     assert bench["input_ids"].shape[0] == bench["pixel_values"].shape[0] == 3
     image_id = model.config.image_token_id
-    assert ((bench["input_ids"] == image_id).sum(1) == M.num_image_tokens(tiny_processor)).all()
+    assert ((bench["input_ids"] == image_id).sum(1) == collate.num_image_tokens(tiny_processor)).all()
     assert (bench["attention_mask"][:, -1] == 1).all(), "left padding, as generation uses"
     synthetic = F.synthetic_inputs(model, 2, text_tokens=5)
-    assert ((synthetic["input_ids"] == image_id).sum(1) == M.num_image_tokens(tiny_processor)).all()
+    assert ((synthetic["input_ids"] == image_id).sum(1) == collate.num_image_tokens(tiny_processor)).all()
     with torch.inference_mode():  # LLaVA checks that image features and image tokens match
         for inputs in (bench, synthetic):
             F.run_once(model, inputs, 1, torch.device("cpu"))

@@ -14,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import jupytext
 import nbformat as nbf
 import pytest
 import yaml
@@ -41,7 +42,7 @@ time.sleep(linger)  # metrics written, notebook not yet finished
 
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
-    """A notebooks folder holding `fake.ipynb` (parameters x, sleep, linger)."""
+    """A notebooks folder holding `fake.py` (a jupytext script) (parameters x, sleep, linger)."""
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
     p = nbf.v4.new_code_cell(FAKE.strip())
@@ -49,7 +50,7 @@ def fake(tmp_path, monkeypatch):
     nb = nbf.v4.new_notebook(cells=[p, nbf.v4.new_code_cell(BODY.strip())],
                              metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                       "language": "python"}})
-    nbf.write(nb, nbdir / "fake.ipynb")
+    jupytext.write(nb, nbdir / "fake.py", fmt="py:percent")
     monkeypatch.setattr(S, "NOTEBOOKS", nbdir)
     return tmp_path
 

@@ -1,5 +1,6 @@
-"""Notebooks are tested artefacts: committed without outputs, one tagged parameters cell, a kernelspec,
-and each one executes (under nbval) with smoke parameters."""
+"""Notebooks are tested artefacts: each one's single source is a jupytext percent script (no .ipynb copy
+beside it to fall out of step), with one tagged parameters cell, and each one executes (under nbval) with
+smoke parameters."""
 
 import json
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[!._]*.py"))
 
 SMOKE = {
     "00_teacher": dict(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8, n_bench=10,
@@ -34,21 +35,44 @@ SMOKE = {
 }
 
 
-def test_notebooks_are_stripped():
-    r = subprocess.run([sys.executable, "-m", "nbstripout", "--verify", *map(str, NOTEBOOKS)], capture_output=True,
-                       text=True)
-    assert r.returncode == 0, f"notebooks carry outputs: {r.stdout}{r.stderr}"
+def test_each_notebook_has_one_source():
+    """The scripts are the notebooks: no stored .ipynb beside them (it would be a second copy to keep in step),
+    and a script read as a notebook and written back as a script is the same text (jupytext round trip)."""
+    import jupytext
+
+    assert NOTEBOOKS, "no notebook scripts found"
+    assert not list((ROOT / "notebooks").glob("*.ipynb")), "notebooks/ holds .ipynb files: the .py scripts are the source"
+    for nb in NOTEBOOKS:
+        text = nb.read_text()
+        assert jupytext.writes(jupytext.reads(text, fmt="py:percent"), fmt="py:percent") == text, nb.name
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_structure(nb):
-    data = json.loads(nb.read_text())
-    assert data["metadata"]["kernelspec"]["name"] == "python3"
-    tagged = [c for c in data["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    from studylib import notebooks
+
+    data = notebooks.read(nb)
+    assert data.metadata["kernelspec"]["name"] == "python3"
+    tagged = [c for c in data.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
-    assert data["cells"][0]["cell_type"] == "markdown"
-    assert any("assert " in "".join(c["source"]) for c in data["cells"] if c["cell_type"] == "code")
+    assert data.cells[0].cell_type == "markdown"
+    assert all(not c.get("outputs") for c in data.cells if c.cell_type == "code")
+    assert any("assert " in c.source for c in data.cells if c.cell_type == "code")
     assert nb.stem in SMOKE, f"add smoke parameters for {nb.stem} to tests/test_notebooks.py"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_define_no_functions_and_keep_cells_short(nb):
+    """The method lives in studylib (each function's docstring states its formula); a notebook calls it."""
+    import ast
+
+    from studylib import notebooks
+
+    for tagged, source in notebooks.code_cells(nb):
+        defined = [n.name for n in ast.walk(ast.parse(source)) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        assert not defined, f"{nb.stem} defines {defined}: move them to studylib"
+        lines = [ln for ln in source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        assert tagged or len(lines) <= 25, f"{nb.stem}: a code cell of {len(lines)} lines:\n{source[:200]}"
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
@@ -57,8 +81,10 @@ def test_notebook_executes_with_smoke_parameters(nb, tmp_path, cache_dir):
 
     params = dict(SMOKE[nb.stem], checkpoint_root=str(tmp_path / "ckpt"), cache_dir=str(cache_dir),
                   metrics_path=str(tmp_path / "metrics.json"))
-    prepared = tmp_path / nb.name
-    pm.execute_notebook(str(nb), str(prepared), parameters=params, prepare_only=True, kernel_name="python3")
+    from studylib import notebooks
+
+    prepared = tmp_path / f"{nb.stem}.ipynb"
+    pm.execute_notebook(notebooks.read(nb), str(prepared), parameters=params, prepare_only=True, kernel_name="python3")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
                         "--nbval-current-env", str(prepared)], capture_output=True, text=True, cwd=ROOT / "notebooks")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
@@ -82,7 +108,9 @@ def test_notebooks_run_on_a_checkpoint_real_benchmarks_and_llava_json(name, tmp_
                   cache_dir=str(cache_dir), metrics_path=str(tmp_path / "metrics.json"), check_quality=False)
     extra = (dict(criteria=["bi", "random"], ratios=[0.3], calib_samples=8) if name == "01_layerwise" else
              dict(ratio=0.5, calib_samples=8, train="lora", loss="ce+kl", data_fraction=16, recovery_batch_size=8))
-    pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
+    from studylib import notebooks
+
+    pm.execute_notebook(notebooks.read(ROOT / "notebooks" / f"{name}.py"), str(tmp_path / f"{name}.ipynb"),
                         parameters={**common, **extra}, kernel_name="python3", cwd=str(ROOT / "notebooks"))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["teacher_dir"] == str(tiny_teacher)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from studylib import cli
+from studylib import collate
 from studylib import models as M
 from studylib import pruning as P
 
@@ -60,7 +61,7 @@ def test_calibration_batches_are_seeded_samples_of_the_instruction_mix(tiny_teac
     _, processor = M.load(tiny_teacher)
     batches = P.calibration_batches(processor, 7, seed=0, batch_size=3, cache_dir=cache_dir, n_train=N_TRAIN)
     assert [len(b["input_ids"]) for b in batches] == [3, 3, 1]
-    n_image_tokens = M.num_image_tokens(processor)
+    n_image_tokens = collate.num_image_tokens(processor)
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
     for b in batches:
         assert {"input_ids", "attention_mask", "labels"} <= set(b)

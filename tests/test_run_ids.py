@@ -4,6 +4,7 @@
 import textwrap
 from pathlib import Path
 
+import jupytext
 import nbformat as nbf
 import pytest
 
@@ -27,7 +28,7 @@ def notebook(path: Path, imports: str) -> None:
     params.metadata["tags"] = ["parameters"]
     nb = nbf.v4.new_notebook(cells=[nbf.v4.new_markdown_cell("# A study\nSome prose."), params,
                                     nbf.v4.new_code_cell(f"{imports}\ny = 2 * x")])
-    nbf.write(nb, path)
+    jupytext.write(nb, path, fmt="py:percent")
 
 
 @pytest.fixture
@@ -39,8 +40,8 @@ def fake(tmp_path, monkeypatch):
     pkg.mkdir()
     for name, text in MODULES.items():
         (pkg / name).write_text(text)
-    notebook(nbdir / "first.ipynb", "from studylib import a")
-    notebook(nbdir / "second.ipynb", "import studylib.validate as V")
+    notebook(nbdir / "first.py", "from studylib import a")
+    notebook(nbdir / "second.py", "import studylib.validate as V")
     monkeypatch.setattr(S, "NOTEBOOKS", nbdir)
     monkeypatch.setattr(S, "PACKAGE", pkg)
     return tmp_path
@@ -57,42 +58,42 @@ def ids() -> list[str]:
 
 
 def edit(path: Path, index: int, text: str) -> None:
-    nb = nbf.read(path, as_version=4)
+    nb = jupytext.read(path)
     nb.cells[index].source += text
-    nbf.write(nb, path)
+    jupytext.write(nb, path, fmt="py:percent")
 
 
 def test_markdown_outputs_and_metadata_keep_run_ids(fake):
     before = ids()
-    path = S.NOTEBOOKS / "first.ipynb"
+    path = S.NOTEBOOKS / "first.py"
     edit(path, 0, "\nA typo, fixed.")
-    nb = nbf.read(path, as_version=4)
+    nb = jupytext.read(path)
     nb.cells.append(nbf.v4.new_markdown_cell("More prose"))
     nb.cells[2].outputs = [nbf.v4.new_output("stream", text="printed")]
     nb.cells[2].execution_count = 7
     nb.cells[2].metadata["collapsed"] = True
     nb.metadata["celltoolbar"] = "Tags"
-    nbf.write(nb, path)
+    jupytext.write(nb, path, fmt="py:percent")
     assert ids() == before
 
 
 def test_a_code_edit_changes_the_notebook_and_what_comes_after(fake):
     before = ids()
-    edit(S.NOTEBOOKS / "first.ipynb", 2, "\n# edited")
+    edit(S.NOTEBOOKS / "first.py", 2, "\n# edited")
     after = ids()
     assert all(a != b for a, b in zip(after, before)), (before, after)
     assert [i.rsplit("-", 1)[0] for i in after] == [i.rsplit("-", 1)[0] for i in before]  # readable part kept
-    edit(S.NOTEBOOKS / "second.ipynb", 2, "\n# edited")
+    edit(S.NOTEBOOKS / "second.py", 2, "\n# edited")
     again = ids()
     assert again[:2] == after[:2] and again[2] != after[2]
 
 
 def test_moving_the_parameters_tag_changes_run_ids(fake):
     before = ids()
-    path = S.NOTEBOOKS / "first.ipynb"
-    nb = nbf.read(path, as_version=4)
+    path = S.NOTEBOOKS / "first.py"
+    nb = jupytext.read(path)
     nb.cells[1].metadata["tags"] = []
-    nbf.write(nb, path)
+    jupytext.write(nb, path, fmt="py:percent")
     assert ids()[0] != before[0]
 
 
@@ -128,7 +129,7 @@ def test_the_import_walk(fake):
 
 
 def test_a_cell_that_does_not_parse_covers_the_whole_package(fake):
-    notebook(S.NOTEBOOKS / "first.ipynb", "from studylib import a\nnot python (")
+    notebook(S.NOTEBOOKS / "first.py", "from studylib import a\nnot python (")
     assert S.notebook_modules("first") == ["", "a", "b", "c", "d", "validate"]
 
 

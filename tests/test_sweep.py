@@ -11,11 +11,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import jupytext
 import nbformat as nbf
 import pandas as pd
 import pytest
 import yaml
 
+from studylib import claims as C
 from studylib import report as R
 from studylib import sweep as S
 
@@ -40,7 +42,7 @@ with open(metrics_path, "w") as f:
 
 @pytest.fixture
 def fake(tmp_path, monkeypatch):
-    """A notebooks folder holding `fake.ipynb` and `fake2.ipynb`, and a runs folder."""
+    """A notebooks folder holding `fake.py` and `fake2.py` (jupytext scripts), and a runs folder."""
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
     for name in ("fake", "fake2"):
@@ -49,7 +51,7 @@ def fake(tmp_path, monkeypatch):
         nb = nbf.v4.new_notebook(cells=[p, nbf.v4.new_code_cell(BODY.strip())],
                                  metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                           "language": "python"}})
-        nbf.write(nb, nbdir / f"{name}.ipynb")
+        jupytext.write(nb, nbdir / f"{name}.py", fmt="py:percent")
     monkeypatch.setattr(S, "NOTEBOOKS", nbdir)
     return tmp_path
 
@@ -77,9 +79,9 @@ def test_grid_expansion_run_ids_and_dependencies(fake):
     changed = S.expand(config({"notebook": "fake", "parameters": {"x": 5}}, *cfg["cells"][1:], defaults={"seed": 0}))
     assert changed[0].run_id != cells[0].run_id
     assert all(a.run_id != b.run_id for a, b in zip(changed[1:], cells[1:]))
-    nb = nbf.read(S.NOTEBOOKS / "fake2.ipynb", as_version=4)
+    nb = jupytext.read(S.NOTEBOOKS / "fake2.py")
     nb.cells[1].source += "\n# edited"
-    nbf.write(nb, S.NOTEBOOKS / "fake2.ipynb")
+    jupytext.write(nb, S.NOTEBOOKS / "fake2.py", fmt="py:percent")
     edited = S.expand(cfg)
     assert edited[0].run_id == cells[0].run_id and edited[1].run_id != cells[1].run_id
 
@@ -260,9 +262,9 @@ def records():
 
 
 def test_claims_table_applies_its_stated_tests():
-    table = R.retention(records())
+    table = C.retention(records())
     assert len(table) == 8 + 9  # 4 ratios x 2 paradigms without recovery, 9 recoveries
-    claims = R.claims_table(table)
+    claims = C.claims_table(table)
     held = dict(zip(claims["claim"].str[0], claims["held"]))
     claims = claims.set_index(claims["claim"].str[0])
     assert held["1"] == "yes"  # width 90 > layer 80, 70 > 60
@@ -272,12 +274,12 @@ def test_claims_table_applies_its_stated_tests():
     assert held["5"] == "yes"  # 15 %: layer 99 >= width 98, 30 %: 97 >= 95, 60 %: width 85 > layer 70
     assert held["6"] == "yes"  # best at 60 %: 85 < 90
     assert "layer 80.0" in claims.loc["1", "this run"]
-    empty = R.claims_table(R.retention([]))
+    empty = C.claims_table(C.retention([]))
     assert set(empty["held"]) == {"no evidence"}
 
 
 def test_decision_guide_picks_the_best_measured_choice():
-    guide = R.decision_guide(R.retention(records()))
+    guide = C.decision_guide(C.retention(records()))
     g = guide.set_index(["compression", "budget"])
     assert g.loc[("<= 15 %", "no training"), "paradigm"] == "widthwise"  # 90 > 80, no recovery
     assert g.loc[("<= 15 %", "projector only"), "recipe"] == "projector:ce"
@@ -321,7 +323,7 @@ def test_smoke_config_end_to_end(tmp_path, cache_dir, monkeypatch):
     summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
     assert summary["runs"] == len(cells)
     # the tiny teacher scores 0 nearly everywhere, so AVG % may be undefined: check the rows, not their values
-    assert {"none", "projector:ce", "lora:ce+hidden"} <= set(R.retention(S.collect(runs))["recipe"])
+    assert {"none", "projector:ce", "lora:ce+hidden"} <= set(C.retention(S.collect(runs))["recipe"])
     assert summary["retention"] == [] or {"recipe", "avg_percent"} <= set(summary["retention"][0])
     assert index.exists() and len(list((tmp_path / "reports" / "pages").glob("*.html"))) == len(cells)
     # the report pages of a real sweep: links and images resolve, math by the local MathJax, nothing a reader
