@@ -42,7 +42,7 @@ metrics_path = "../reports/runs/00_teacher.json"
 
 # %%
 from pathlib import Path
-from studylib import data as D, evaluation as E, models as M, study as S
+from studylib import data as D, evaluation as E, models as M, study as S, teacher as T
 cache = cache_dir or None
 train = D.build_dataset("train", n_train, seed, cache)
 benchmarks = E.load_benchmarks(n=n_bench, seed=seed, cache_dir=cache)
@@ -66,8 +66,9 @@ plt.show()
 
 # %%
 t0 = time.time()
-teacher_dir = S.find_teacher(preset, seed, n_train, stage1_steps, max_steps, batch_size,
-                             checkpoint_root=checkpoint_root, cache_dir=cache_dir)
+cfg = T.TeacherConfig(preset=preset, seed=seed, n_train=n_train, stage1_steps=stage1_steps,
+                      max_steps=max_steps, batch_size=batch_size)
+teacher_dir = str(T.ensure_teacher(cfg, checkpoint_root or None, cache))
 print(f"teacher at {teacher_dir} ({time.time() - t0:.0f} s this run)")
 train_metrics = json.loads(Path(teacher_dir, "teacher_metrics.json").read_text())
 log = pd.DataFrame(json.loads(Path(teacher_dir, "train_log.json").read_text()))

@@ -33,28 +33,25 @@ import seaborn as sns
 sns.set_theme(style="whitegrid")
 
 # %% tags=["parameters"]
-preset = "llava-small"   # as 00_teacher
-seed = 0
-n_train = 20000          # instruction mix (calibration samples are drawn from it)
-stage1_steps = 100
-max_steps = 1200
-batch_size = 32
-teacher_dir = ""         # empty: the teacher of 00_teacher for the parameters above (trained once, cached)
-checkpoint_root = ""     # empty: data/checkpoints
-cache_dir = ""           # empty: data/cache
-trust_remote_code = False  # True: allow a teacher_dir that ships its own code (Bunny); see README
-real_benchmarks = ""       # empty: the embedded suite; else "pope=lmms-lab/POPE,gqa=/data/gqa" (studylib.benchmarks)
-train_json = ""            # empty: the embedded mix; else LLaVA-format data, e.g. llava_v1_5_mix665k.json
-image_folder = ""          # images of train_json (empty: its folder)
-device = "cpu"             # cpu | cuda
-dtype = "float32"          # float32 | bfloat16 (GPUs only)
-criterion = "bi"         # the study's criterion, measured at every ratio
-criteria = []             # compared at compare_ratio; empty: every registered layerwise criterion
+criterion = "bi"           # the study's criterion, measured at every ratio
+criteria = []              # compared at compare_ratio; empty: every registered layerwise criterion
 ratios = [0.15, 0.30, 0.45, 0.60]   # fractions of LM parameters to remove
 compare_ratio = 0.30
-calib_samples = 50       # random training samples for bi / angular / loss (the study: 50-100)
-n_bench = 500            # items per benchmark
-check_quality = True     # assert quality (off for the smoke run of the tiny preset)
+teacher_dir = ""           # the unpruned model, a checkpoint folder or hub id; a sweep passes the teacher its
+                           # 00_teacher cell trained; empty: the default teacher for seed and n_train (cached)
+trust_remote_code = False  # True: allow a teacher_dir that ships its own code (Bunny); see README
+device = "cpu"             # cpu | cuda
+dtype = "float32"          # float32 | bfloat16 (GPUs only)
+calib_samples = 50         # random training samples for bi / angular / loss (the study: 50-100)
+seed = 0                   # the data's and this notebook's seed
+n_train = 20000            # the instruction mix (as 00_teacher's)
+train_json = ""            # empty: the embedded mix; else LLaVA-format data, e.g. llava_v1_5_mix665k.json
+image_folder = ""          # images of train_json (empty: its folder)
+n_bench = 500              # items per benchmark
+real_benchmarks = ""       # empty: the embedded suite; else "pope=lmms-lab/POPE,gqa=/data/gqa" (studylib.benchmarks)
+checkpoint_root = ""       # empty: data/checkpoints
+cache_dir = ""             # empty: data/cache
+check_quality = True       # assert quality (off for the smoke run of the tiny preset)
 metrics_path = "../reports/runs/01_layerwise.json"
 
 # %% [markdown]
@@ -141,7 +138,7 @@ if check_quality:
 avg
 
 # %%
-metrics = {"notebook": "01_layerwise", "preset": preset, "seed": seed, "criterion": criterion,
+metrics = {"notebook": "01_layerwise", "seed": seed, "criterion": criterion,
            "calib_samples": calib_samples, "calibration_fingerprint": P.calibration_fingerprint(calib),
            **S.pruning_metrics(teacher, results, criterion, ratios, compare_ratio, all_criteria),
            "importance": {c: s.scores for c, s in scores.items()},

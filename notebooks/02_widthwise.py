@@ -33,31 +33,28 @@ import seaborn as sns
 sns.set_theme(style="whitegrid")
 
 # %% tags=["parameters"]
-preset = "llava-small"   # as 00_teacher
-seed = 0
-n_train = 20000          # instruction mix (calibration samples are drawn from it)
-stage1_steps = 100
-max_steps = 1200
-batch_size = 32
-teacher_dir = ""         # empty: the teacher of 00_teacher for the parameters above (trained once, cached)
-checkpoint_root = ""     # empty: data/checkpoints
-cache_dir = ""           # empty: data/cache
-trust_remote_code = False  # True: allow a teacher_dir that ships its own code (Bunny); see README
-real_benchmarks = ""       # empty: the embedded suite; else "pope=lmms-lab/POPE,gqa=/data/gqa" (studylib.benchmarks)
-train_json = ""            # empty: the embedded mix; else LLaVA-format data, e.g. llava_v1_5_mix665k.json
-image_folder = ""          # images of train_json (empty: its folder)
-device = "cpu"             # cpu | cuda
-dtype = "float32"          # float32 | bfloat16 (GPUs only)
-criterion = "taylor"     # the study's criterion, measured at every ratio
-criteria = []             # compared at compare_ratio; empty: every registered widthwise criterion
+criterion = "taylor"       # the study's criterion, measured at every ratio
+criteria = []              # compared at compare_ratio; empty: every registered widthwise criterion
 ratios = [0.15, 0.30, 0.45, 0.60]   # fractions of LM parameters to remove
 compare_ratio = 0.30
-calib_samples = 10       # calibration samples for taylor / taylor-vector (the study: 10)
-calib_samples_forward = 50   # calibration samples for activation / wanda (forward passes only)
-layers = None            # list of blocks that may be pruned, None: all but the first and the last
-round_to = 1             # kept neurons a multiple of round_to
-n_bench = 500            # items per benchmark
-check_quality = True     # assert quality (off for the smoke run of the tiny preset)
+layers = None              # list of blocks that may be pruned, None: all but the first and the last
+round_to = 1               # kept neurons a multiple of round_to
+teacher_dir = ""           # the unpruned model, a checkpoint folder or hub id; a sweep passes the teacher its
+                           # 00_teacher cell trained; empty: the default teacher for seed and n_train (cached)
+trust_remote_code = False  # True: allow a teacher_dir that ships its own code (Bunny); see README
+device = "cpu"             # cpu | cuda
+dtype = "float32"          # float32 | bfloat16 (GPUs only)
+calib_samples = 10         # calibration samples for criteria that need gradients (taylor; the study: 10)
+calib_samples_forward = 50  # calibration samples for criteria that need forward passes (activation, wanda)
+seed = 0                   # the data's and this notebook's seed
+n_train = 20000            # the instruction mix (as 00_teacher's)
+train_json = ""            # empty: the embedded mix; else LLaVA-format data, e.g. llava_v1_5_mix665k.json
+image_folder = ""          # images of train_json (empty: its folder)
+n_bench = 500              # items per benchmark
+real_benchmarks = ""       # empty: the embedded suite; else "pope=lmms-lab/POPE,gqa=/data/gqa" (studylib.benchmarks)
+checkpoint_root = ""       # empty: data/checkpoints
+cache_dir = ""             # empty: data/cache
+check_quality = True       # assert quality (off for the smoke run of the tiny preset)
 metrics_path = "../reports/runs/02_widthwise.json"
 
 # %% [markdown]
@@ -152,7 +149,7 @@ if check_quality:
 avg
 
 # %%
-metrics = {"notebook": "02_widthwise", "preset": preset, "seed": seed, "criterion": criterion, "layers": candidates,
+metrics = {"notebook": "02_widthwise", "seed": seed, "criterion": criterion, "layers": candidates,
            "round_to": round_to, "calib_samples": calib_samples, "calib_samples_forward": calib_samples_forward,
            "calibration_fingerprints": {c: P.calibration_fingerprint(b) for c, b in calib.items()},
            **S.pruning_metrics(teacher, results, criterion, ratios, compare_ratio, all_criteria),

@@ -34,39 +34,36 @@ import seaborn as sns
 sns.set_theme(style="whitegrid")
 
 # %% tags=["parameters"]
-preset = "llava-small"   # as 00_teacher
-seed = 0
-n_train = 20000          # instruction mix (calibration samples are drawn from it)
-stage1_steps = 100
-max_steps = 1200
-batch_size = 32
-teacher_dir = ""         # empty: the teacher of 00_teacher for the parameters above (trained once, cached)
-checkpoint_root = ""     # empty: data/checkpoints
-cache_dir = ""           # empty: data/cache
-trust_remote_code = False  # True: allow a teacher_dir that ships its own code (Bunny); see README
-real_benchmarks = ""       # empty: the embedded suite; else "pope=lmms-lab/POPE,gqa=/data/gqa" (studylib.benchmarks)
-train_json = ""            # empty: the embedded mix; else LLaVA-format data, e.g. llava_v1_5_mix665k.json
-image_folder = ""          # images of train_json (empty: its folder)
-device = "cpu"             # cpu | cuda
-dtype = "float32"          # float32 | bfloat16 (GPUs only)
-paradigm = "layerwise"    # layerwise | widthwise
-criterion = "bi"          # a name of studylib.pruning.criteria(paradigm), e.g. bi (layerwise), taylor (widthwise)
-ratio = 0.30              # fraction of LM parameters to remove
-calib_samples = 0         # 0: the criterion's default (50 for bi, 10 for taylor)
-train = "lora"            # projector | lora | full
-loss = "ce+hidden"        # ce | kl | hidden | ce+kl | ce+hidden | ce+hidden+kl
-alpha = 0.5               # weight of the KD term in combinations
+paradigm = "layerwise"      # layerwise | widthwise
+criterion = "bi"            # a name of studylib.pruning.criteria(paradigm), e.g. bi (layerwise), taylor (widthwise)
+ratio = 0.30                # fraction of LM parameters to remove
+calib_samples = 0           # 0: the criterion's default (50 for bi, 10 for taylor)
+data_fraction = 0.05        # fraction (0.05) of the instruction mix, or a count (500)
+train = "lora"              # projector | lora | full
+loss = "ce+hidden"          # ce | kl | hidden | ce+kl | ce+hidden | ce+hidden+kl
+alpha = 0.5                 # weight of the KD term in combinations
 temperature = 2.0
-kl_positions = "answer"   # answer | all
-teacher_input = "own"     # own | student (the study's code)
+kl_positions = "answer"     # answer | all
+teacher_input = "own"       # own | student (the study's code)
 epochs = 1.0
 lr = 2e-4
 recovery_batch_size = 32
 lora_rank = 16
 lora_alpha = 32
-n_bench = 500             # items per benchmark
-check_quality = True      # assert quality (off for the smoke run of the tiny preset)
-data_fraction = 0.05      # fraction (0.05) of the instruction mix, or a count (500)
+teacher_dir = ""           # the unpruned model, a checkpoint folder or hub id; a sweep passes the teacher its
+                           # 00_teacher cell trained; empty: the default teacher for seed and n_train (cached)
+trust_remote_code = False  # True: allow a teacher_dir that ships its own code (Bunny); see README
+device = "cpu"             # cpu | cuda
+dtype = "float32"          # float32 | bfloat16 (GPUs only)
+seed = 0                   # the data's and this notebook's seed
+n_train = 20000            # the instruction mix (as 00_teacher's)
+train_json = ""            # empty: the embedded mix; else LLaVA-format data, e.g. llava_v1_5_mix665k.json
+image_folder = ""          # images of train_json (empty: its folder)
+n_bench = 500              # items per benchmark
+real_benchmarks = ""       # empty: the embedded suite; else "pope=lmms-lab/POPE,gqa=/data/gqa" (studylib.benchmarks)
+checkpoint_root = ""       # empty: data/checkpoints
+cache_dir = ""             # empty: data/cache
+check_quality = True       # assert quality (off for the smoke run of the tiny preset)
 metrics_path = "../reports/runs/03_recovery.json"
 
 # %% [markdown]
@@ -127,7 +124,7 @@ recovery_helped = bool(recovered.avg > pruned.avg)
 print(f"recovery {'raised' if recovery_helped else 'did not raise'} AVG %: {pruned.avg:.1f} -> {recovered.avg:.1f}")
 
 # %%
-metrics = {"notebook": "03_recovery", "preset": preset, "seed": seed, "teacher_dir": teacher.dir,
+metrics = {"notebook": "03_recovery", "seed": seed, "teacher_dir": teacher.dir,
            "paradigm": paradigm, "criterion": criterion, "ratio": ratio, "lm_ratio": pruned.plan.lm_ratio,
            "recipe": {"train": train, "loss": loss, "alpha": alpha, "temperature": temperature,
                       "kl_positions": kl_positions, "teacher_input": teacher_input},

@@ -34,39 +34,30 @@ import seaborn as sns
 sns.set_theme(style="whitegrid")
 
 # %% tags=["parameters"]
-preset = "llava-small"   # as 00_teacher
-seed = 0
-n_train = 20000          # instruction mix (calibration samples are drawn from it)
-stage1_steps = 100
-max_steps = 1200
-batch_size = 32
-teacher_dir = ""         # empty: the teacher of 00_teacher for the parameters above (trained once, cached)
-checkpoint_root = ""     # empty: data/checkpoints
-cache_dir = ""           # empty: data/cache
-trust_remote_code = False  # True: allow a teacher_dir that ships its own code (Bunny); see README
-real_benchmarks = ""       # empty: the embedded suite; else "pope=lmms-lab/POPE,gqa=/data/gqa" (studylib.benchmarks)
-train_json = ""            # empty: the embedded mix; else LLaVA-format data, e.g. llava_v1_5_mix665k.json
-image_folder = ""          # images of train_json (empty: its folder)
-device = "cpu"             # cpu | cuda
-dtype = "float32"          # float32 | bfloat16 (GPUs only)
-paradigm = "layerwise"    # layerwise | widthwise
-criterion = "bi"          # a name of studylib.pruning.criteria(paradigm), e.g. bi (layerwise), taylor (widthwise)
-ratio = 0.30              # fraction of LM parameters to remove
-calib_samples = 0         # 0: the criterion's default (50 for bi, 10 for taylor)
-train = "lora"            # projector | lora | full
-loss = "ce+hidden"        # ce | kl | hidden | ce+kl | ce+hidden | ce+hidden+kl
-alpha = 0.5               # weight of the KD term in combinations
-temperature = 2.0
-kl_positions = "answer"   # answer | all
-teacher_input = "own"     # own | student (the study's code)
+paradigm = "layerwise"      # layerwise | widthwise
+criterion = "bi"            # a name of studylib.pruning.criteria(paradigm), e.g. bi (layerwise), taylor (widthwise)
+ratio = 0.30                # fraction of LM parameters to remove
+calib_samples = 0           # 0: the criterion's default (50 for bi, 10 for taylor)
+fractions = [0.01, 0.05, 0.10, 0.25]   # shares of the instruction mix (1.0: all of it), nested
+train = "lora"              # projector | lora | full (the other settings: notebook 03's defaults)
+loss = "ce+hidden"          # ce | kl | hidden | ce+kl | ce+hidden | ce+hidden+kl
 epochs = 1.0
 lr = 2e-4
 recovery_batch_size = 32
-lora_rank = 16
-lora_alpha = 32
-n_bench = 500             # items per benchmark
-check_quality = True      # assert quality (off for the smoke run of the tiny preset)
-fractions = [0.01, 0.05, 0.10, 0.25]   # shares of the instruction mix (1.0: all of it)
+seed = 0                   # the data's and this notebook's seed
+n_train = 20000            # the instruction mix (as 00_teacher's)
+train_json = ""            # empty: the embedded mix; else LLaVA-format data, e.g. llava_v1_5_mix665k.json
+image_folder = ""          # images of train_json (empty: its folder)
+teacher_dir = ""           # the unpruned model, a checkpoint folder or hub id; a sweep passes the teacher its
+                           # 00_teacher cell trained; empty: the default teacher for seed and n_train (cached)
+trust_remote_code = False  # True: allow a teacher_dir that ships its own code (Bunny); see README
+device = "cpu"             # cpu | cuda
+dtype = "float32"          # float32 | bfloat16 (GPUs only)
+n_bench = 500              # items per benchmark
+real_benchmarks = ""       # empty: the embedded suite; else "pope=lmms-lab/POPE,gqa=/data/gqa" (studylib.benchmarks)
+checkpoint_root = ""       # empty: data/checkpoints
+cache_dir = ""             # empty: data/cache
+check_quality = True       # assert quality (off for the smoke run of the tiny preset)
 metrics_path = "../reports/runs/04_data_efficiency.json"
 
 # %% [markdown]
@@ -83,9 +74,7 @@ S.describe(teacher)
 
 # %%
 pruned = S.prune_one(teacher, paradigm, criterion, ratio, calib_samples)
-recipe = dict(train=train, loss=loss, alpha=alpha, temperature=temperature, kl_positions=kl_positions,
-              teacher_input=teacher_input, epochs=epochs, lr=lr, batch_size=recovery_batch_size,
-              lora_rank=lora_rank, lora_alpha=lora_alpha)
+recipe = dict(train=train, loss=loss, epochs=epochs, lr=lr, batch_size=recovery_batch_size)  # the rest: defaults
 
 # %% [markdown]
 # ## Recovery with growing shares of the data
@@ -125,9 +114,9 @@ if check_quality:
     assert curve.sort_values("fraction")["train_ce_after"].iloc[-1] < 10, "finite answer loss"
 
 # %%
-metrics = {"notebook": "04_data_efficiency", "preset": preset, "seed": seed, "teacher_dir": teacher.dir,
+metrics = {"notebook": "04_data_efficiency", "seed": seed, "teacher_dir": teacher.dir,
            "paradigm": paradigm, "criterion": criterion, "ratio": ratio, "lm_ratio": pruned.plan.lm_ratio,
-           "recipe": {"train": train, "loss": loss, "alpha": alpha, "epochs": epochs, "lr": lr},
+           "recipe": {"train": train, "loss": loss, "alpha": m["config"]["alpha"], "epochs": epochs, "lr": lr},
            "teacher_scores": teacher.scores, "scored_benchmarks": teacher.scored, "avg_percent_pruned": pruned.avg,
            "curve": curve.to_dict(orient="records"),
            "relative": per_benchmark[["fraction", "benchmark", "relative"]].to_dict(orient="records")}

@@ -50,32 +50,28 @@ import seaborn as sns
 sns.set_theme(style="whitegrid")
 
 # %% tags=["parameters"]
-preset = "llava-small"   # as 00_teacher
-seed = 0
-n_train = 20000          # instruction mix (calibration samples are drawn from it)
-stage1_steps = 100
-max_steps = 1200
-batch_size = 32
-teacher_dir = ""         # empty: the teacher of 00_teacher for the parameters above (trained once, cached)
-checkpoint_root = ""     # empty: data/checkpoints
-cache_dir = ""           # empty: data/cache
 ratios = [0.15, 0.30, 0.45, 0.60]   # fractions of LM parameters removed, both paradigms
 layer_criterion = "bi"
 width_criterion = "taylor"
-calib_samples = 0        # 0: each criterion's default (bi 50, taylor 10)
+calib_samples = 0          # 0: each criterion's default (bi 50, taylor 10)
 round_to = [1, 8, 64, 128]   # widthwise at round_ratio: kept MLP neurons a multiple of K
 round_ratio = 0.30
 batch_sizes = [1, 8, 32]
-goal_batch_size = 8      # the goals are measured on prefill at this batch size
-new_tokens = 16          # greedy decode steps per run
-repeats = 15             # timed rounds (medians over them)
-warmup = 2               # unrecorded rounds first
-threads = 1              # torch CPU threads while measuring (0: torch's default)
-device = "cpu"           # cpu | cuda
-n_bench = 500            # items per benchmark for the accuracy of the round_to variants
-check_quality = True     # assert that pruned models are faster (off for the smoke run of the tiny preset)
+goal_batch_size = 8        # the goals are measured on prefill at this batch size
+new_tokens = 16            # greedy decode steps per run
+repeats = 15               # timed rounds (medians over them)
+warmup = 2                 # unrecorded rounds first
+threads = 1                # torch CPU threads while measuring (0: torch's default)
+device = "cpu"             # cpu | cuda
+teacher_dir = ""           # the unpruned model; a sweep passes the teacher its 00_teacher cell trained; empty:
+                           # the default teacher for seed and n_train (trained once, cached)
+seed = 0                   # the data's and this notebook's seed
+n_train = 20000            # the instruction mix the calibration samples are drawn from (as 00_teacher's)
+n_bench = 500              # items per benchmark for the accuracy of the round_to variants
+checkpoint_root = ""       # empty: data/checkpoints
+cache_dir = ""             # empty: data/cache
+check_quality = True       # assert that pruned models are faster (off for the smoke run of the tiny preset)
 metrics_path = "../reports/runs/05_efficiency.json"
-
 # %% [markdown]
 # ## The teacher and the pruned models
 
@@ -84,9 +80,8 @@ import math
 import numpy as np
 import torch
 from studylib import efficiency as F, evaluation as E, pruning as P, study as S
-teacher = S.load_teacher(preset=preset, seed=seed, n_train=n_train, stage1_steps=stage1_steps, max_steps=max_steps,
-                         batch_size=batch_size, n_bench=n_bench, teacher_dir=teacher_dir,
-                         checkpoint_root=checkpoint_root, cache_dir=cache_dir)
+teacher = S.load_teacher(teacher_dir=teacher_dir, seed=seed, n_train=n_train, n_bench=n_bench,
+                         checkpoint_root=checkpoint_root, cache_dir=cache_dir, device=device)
 model, processor, info = teacher.model, teacher.processor, P.describe_lm(teacher.model)
 t0 = time.time()
 scores = {"layerwise": P.compute_scores(model, "layerwise", layer_criterion,
@@ -280,7 +275,7 @@ goals
 
 # %%
 metrics = {
-    "notebook": "05_efficiency", "preset": preset, "seed": seed, "teacher_dir": teacher.dir,
+    "notebook": "05_efficiency", "seed": seed, "teacher_dir": teacher.dir,
     "device": device, "threads": torch.get_num_threads(), "torch": torch.__version__,
     "batch_sizes": batch_sizes, "goal_batch_size": goal_batch_size, "new_tokens": new_tokens, "repeats": repeats,
     "warmup": warmup, "memory_method": F.memory_method(device), "measure_seconds": measure_seconds,

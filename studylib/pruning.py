@@ -548,15 +548,21 @@ def layer_random(model, info: LMInfo, batches, tokens: str, seed: int) -> list[f
     return torch.rand(len(info.blocks), generator=torch.Generator().manual_seed(seed)).tolist()
 
 
-def layer_scores(model, criterion: str, batches: list[dict], *, tokens: str = "all", seed: int = 0) -> LayerScores:
-    """Score every decoder block once with a registered criterion; reuse the result for every ratio."""
-    c = get_criterion("layerwise", criterion)
-    _check_choice("tokens", tokens, TOKENS)
+def _run_criterion(paradigm: str, criterion: str, model, batches: list[dict], option: str, seed: int):
+    """(the model's LMInfo, the registered criterion's raw scores, the calibration fingerprint), scored in eval
+    mode; `option` is the criterion's tokens (layerwise) or reduction (widthwise)."""
+    c = get_criterion(paradigm, criterion)
     info = describe_lm(model)
     fingerprint = calibration_fingerprint(batches)
     _check_batches(c, batches)
     with _evaluating(model):
-        result = c.score(model, info, batches, tokens, seed)
+        return info, c.score(model, info, batches, option, seed), fingerprint
+
+
+def layer_scores(model, criterion: str, batches: list[dict], *, tokens: str = "all", seed: int = 0) -> LayerScores:
+    """Score every decoder block once with a registered criterion; reuse the result for every ratio."""
+    _check_choice("tokens", tokens, TOKENS)
+    info, result, fingerprint = _run_criterion("layerwise", criterion, model, batches, tokens, seed)
     scores, runs = result if isinstance(result, tuple) else (result, None)
     if len(scores) != len(info.blocks):
         raise ValueError(f"criterion {criterion!r} gave {len(scores)} scores for {len(info.blocks)} blocks")
@@ -797,13 +803,8 @@ def width_scores(
 ) -> WidthScores:
     """Score every query head, key/value group and neuron of every block with a registered criterion, from one
     pass over the data."""
-    c = get_criterion("widthwise", criterion)
     _check_choice("reduction", reduction, REDUCTIONS)
-    info = describe_lm(model)
-    fingerprint = calibration_fingerprint(batches)
-    _check_batches(c, batches)
-    with _evaluating(model):
-        per_block = c.score(model, info, batches, reduction, seed)
+    info, per_block, fingerprint = _run_criterion("widthwise", criterion, model, batches, reduction, seed)
     values = [[[float(x) for x in s] for s in scores] for scores in per_block]
     sizes = [(b.num_heads, b.num_kv_heads, b.intermediate_size) for b in info.blocks]
     if [tuple(map(len, v)) for v in values] != sizes:

@@ -8,6 +8,7 @@ scores above 0 (a benchmark it never answers right cannot be scored relative to 
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import time
@@ -26,17 +27,6 @@ from . import llava_json
 from . import models as M
 from . import pruning as P
 from . import teacher as T
-
-
-def find_teacher(preset: str, seed: int, n_train: int, stage1_steps: int, max_steps: int, batch_size: int,
-                 teacher_dir: str = "", checkpoint_root: str = "", cache_dir: str = "") -> str:
-    """`teacher_dir` if given, else the folder of the teacher notebook 00 trains for these settings (trained
-    here on first use, then cached: `teacher.ensure_teacher`)."""
-    if teacher_dir:
-        return str(teacher_dir)
-    cfg = T.TeacherConfig(preset=preset, seed=seed, n_train=n_train, stage1_steps=stage1_steps,
-                          max_steps=max_steps, batch_size=batch_size)
-    return str(T.ensure_teacher(cfg, checkpoint_root or None, cache_dir or None))
 
 
 @dataclass
@@ -71,16 +61,17 @@ class Teacher:
         return sorted(set(self.benchmarks) - set(self.scored))
 
 
-def load_teacher(*, preset: str, seed: int, n_train: int, stage1_steps: int, max_steps: int, batch_size: int,
-                 n_bench: int, teacher_dir: str = "", checkpoint_root: str = "", cache_dir: str = "",
-                 trust_remote_code: bool = False, real_benchmarks: str = "", train_json: str = "",
-                 image_folder: str = "", device: str = "cpu", dtype: str = "float32") -> Teacher:
-    """Load the teacher (`find_teacher`), its benchmarks (the embedded suite, or `real_benchmarks` as
-    `studylib.benchmarks.load_many` reads them), its instruction data (the embedded mix, or LLaVA-format
-    `train_json`) and its reference scores (evaluated once, cached in its folder)."""
+def load_teacher(*, teacher_dir: str = "", seed: int = 0, n_train: int = 20000, n_bench: int = 500,
+                 checkpoint_root: str = "", cache_dir: str = "", trust_remote_code: bool = False,
+                 real_benchmarks: str = "", train_json: str = "", image_folder: str = "", device: str = "cpu",
+                 dtype: str = "float32") -> Teacher:
+    """Load the teacher (`teacher_dir`, a checkpoint folder or hub id; empty: the default teacher for `seed`
+    and `n_train`, `teacher.TeacherConfig`, trained once and cached), its benchmarks (the embedded suite, or
+    `real_benchmarks` as `studylib.benchmarks.load_many` reads them), its instruction data (the embedded mix,
+    or LLaVA-format `train_json`) and its reference scores (evaluated once, cached in its folder)."""
     cache = cache_dir or None
-    folder = find_teacher(preset, seed, n_train, stage1_steps, max_steps, batch_size, teacher_dir,
-                          checkpoint_root, cache_dir)
+    folder = teacher_dir or str(T.ensure_teacher(T.TeacherConfig(seed=seed, n_train=n_train), checkpoint_root or None,
+                                                 cache))
     model, processor = M.load(folder, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
     model.to(device)
     root = checkpoint_root or T.default_checkpoint_root()
@@ -102,10 +93,8 @@ def load_teacher(*, preset: str, seed: int, n_train: int, stage1_steps: int, max
                    eval_seconds, home, seed, n_train, cache, str(root), device, dtype)
 
 
-# The parameters every notebook after 00 declares to find, load and measure the teacher (load_teacher's).
-TEACHER_PARAMETERS = ("preset", "seed", "n_train", "stage1_steps", "max_steps", "batch_size", "n_bench",
-                      "teacher_dir", "checkpoint_root", "cache_dir", "trust_remote_code", "real_benchmarks",
-                      "train_json", "image_folder", "device", "dtype")
+# The parameters the pruning and recovery notebooks declare to load and measure the teacher (load_teacher's).
+TEACHER_PARAMETERS = tuple(inspect.signature(load_teacher).parameters)
 
 
 def describe(teacher: Teacher) -> pd.DataFrame:

@@ -15,20 +15,19 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[!._]*.py"))
 SMOKE = {
     "00_teacher": dict(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8, n_bench=10,
                        check_quality=False),
-    "01_layerwise": dict(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8, n_bench=10,
+    "01_layerwise": dict(n_train=200, n_bench=10,
                          criteria=["bi", "deepest", "random"], ratios=[0.15, 0.30], calib_samples=8,
                          check_quality=False),
-    "02_widthwise": dict(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8, n_bench=10,
+    "02_widthwise": dict(n_train=200, n_bench=10,
                          criteria=["taylor", "l1", "wanda", "random"], ratios=[0.15, 0.30], calib_samples=4,
                          calib_samples_forward=8, check_quality=False),
-    "03_recovery": dict(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8, n_bench=10,
+    "03_recovery": dict(n_train=200, n_bench=10,
                         ratio=0.5, calib_samples=8, train="lora", loss="ce+hidden+kl", data_fraction=32,
                         recovery_batch_size=8, lr=1e-3, check_quality=False),
-    "04_data_efficiency": dict(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8,
-                               n_bench=10, paradigm="widthwise", criterion="l2", ratio=0.3, train="projector",
+    "04_data_efficiency": dict(n_train=200, n_bench=10, paradigm="widthwise", criterion="l2", ratio=0.3, train="projector",
                                loss="ce", fractions=[0.05, 0.1], recovery_batch_size=8, lr=1e-3,
                                check_quality=False),
-    "05_efficiency": dict(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8, n_bench=10,
+    "05_efficiency": dict(n_train=200, n_bench=10,
                           ratios=[0.15], calib_samples=8, round_to=[1, 8], round_ratio=0.15, batch_sizes=[1, 2],
                           goal_batch_size=2, new_tokens=2, repeats=2, warmup=1, check_quality=False),
     "99_report": dict(runs_dir="/nonexistent/runs"),  # no records: every table empty, every claim "no evidence"
@@ -76,13 +75,16 @@ def test_notebooks_define_no_functions_and_keep_cells_short(nb):
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes_with_smoke_parameters(nb, tmp_path, cache_dir):
+def test_notebook_executes_with_smoke_parameters(nb, tmp_path, cache_dir, tiny_teacher):
+    """Notebook 00 trains its tiny teacher; the others run on one (as a sweep passes them 00's teacher)."""
     import papermill as pm
+
+    from studylib import notebooks
 
     params = dict(SMOKE[nb.stem], checkpoint_root=str(tmp_path / "ckpt"), cache_dir=str(cache_dir),
                   metrics_path=str(tmp_path / "metrics.json"))
-    from studylib import notebooks
-
+    if "teacher_dir" in notebooks.parameters(nb):
+        params["teacher_dir"] = str(tiny_teacher)
     prepared = tmp_path / f"{nb.stem}.ipynb"
     pm.execute_notebook(notebooks.read(nb), str(prepared), parameters=params, prepare_only=True, kernel_name="python3")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
