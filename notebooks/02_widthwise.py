@@ -25,7 +25,7 @@
 # per criterion and reused for every ratio.
 
 # %%
-import json, os, time
+import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import matplotlib.pyplot as plt
 import pandas as pd

@@ -26,7 +26,7 @@
 # student's projector output instead (`teacher_input = "student"`).
 
 # %%
-import json, os, time
+import os, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -121,7 +121,8 @@ if check_quality:
 # Whether recovery raised AVG % is a finding, not an invariant (at 60 % layerwise with 5 % of the data it
 # need not: claim 6), so it is recorded, not asserted.
 recovery_helped = bool(recovered.avg > pruned.avg)
-print(f"recovery {'raised' if recovery_helped else 'did not raise'} AVG %: {pruned.avg:.1f} -> {recovered.avg:.1f}")
+print(f"recovery {'raised' if recovery_helped else 'did not raise'} AVG %: {pruned.avg:.1f} -> {recovered.avg:.1f} "
+      f"(95 % interval {recovered.interval.lo:.1f} to {recovered.interval.hi:.1f}, paired bootstrap over items)")
 
 # %%
 metrics = {"notebook": "03_recovery", "seed": seed, "teacher_dir": teacher.dir,
@@ -130,7 +131,10 @@ metrics = {"notebook": "03_recovery", "seed": seed, "teacher_dir": teacher.dir,
                       "kl_positions": kl_positions, "teacher_input": teacher_input},
            "data_fraction": data_fraction, "teacher_scores": teacher.scores, "scored_benchmarks": teacher.scored,
            "avg_percent_pruned": pruned.avg, "avg_percent_recovered": recovered.avg,
+           "avg_percent_pruned_lo": pruned.interval.lo, "avg_percent_pruned_hi": pruned.interval.hi,
+           "avg_percent_recovered_lo": recovered.interval.lo, "avg_percent_recovered_hi": recovered.interval.hi,
            "recovery_helped": recovery_helped, "relative_pruned": S.by_benchmark(pruned.relative),
            "relative_recovered": S.by_benchmark(recovered.relative), "recovery": m,
-           "checkpoint": str(recovered.result.out_dir), "plan": pruned.plan.to_dict()}
+           "checkpoint": str(recovered.result.out_dir), "plan": pruned.plan.to_dict(),
+           "items": {"teacher": teacher.items, "pruned": pruned.items, "recovered": recovered.items}}
 S.write_metrics(metrics, metrics_path)

@@ -26,7 +26,7 @@
 # student's projector output instead (`teacher_input = "student"`).
 
 # %%
-import json, os, time
+import os, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -64,7 +64,6 @@ metrics_path = "../reports/runs/04_data_efficiency.json"
 # ## The teacher and its scores (the 100 % of every AVG %)
 
 # %%
-import numpy as np
 from studylib import recovery as R, study as S
 teacher = S.load_teacher(**{name: globals()[name] for name in S.TEACHER_PARAMETERS})  # as set above
 S.describe(teacher)
@@ -80,19 +79,22 @@ recipe = dict(train=train, loss=loss, epochs=epochs, lr=lr, batch_size=recovery_
 # ## Recovery with growing shares of the data
 
 # %%
-rows, per_benchmark = [], []
+rows, per_benchmark, items = [], [], {}
 for f in fractions:
     t0 = time.time()
     recovered = R.recover_and_evaluate(teacher, pruned, R.recovery_config(teacher, **recipe, data_fraction=f))
     m = recovered.result.metrics
     rows.append({"fraction": f, "examples": m["examples"], "steps": m["steps"], "train_seconds": m["train_seconds"],
-                 "train_ce_after": m["train_ce_after"], "AVG %": recovered.avg})
+                 "train_ce_after": m["train_ce_after"], "AVG %": recovered.avg, "AVG % lo": recovered.interval.lo,
+                 "AVG % hi": recovered.interval.hi})
+    items[f] = recovered.items
     per_benchmark.append(recovered.relative.assign(fraction=f))
     print(f"{f:.0%}: {m['examples']} examples, {m['steps']} steps, AVG % {recovered.avg:.1f} ({time.time() - t0:.0f} s)")
 curve, per_benchmark = pd.DataFrame(rows), pd.concat(per_benchmark)
 if teacher.scored:  # AVG % is undefined only for an untrained smoke-test teacher
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     sns.lineplot(data=curve, x="fraction", y="AVG %", marker="o", ax=axes[0], label=f"{train} / {loss}")
+    axes[0].fill_between(curve["fraction"], curve["AVG % lo"], curve["AVG % hi"], alpha=0.2, label="95 % interval")
     axes[0].axhline(pruned.avg, color="tab:red", ls=":", label="no recovery")
     axes[0].axhline(95, color="k", ls="--", label="95 % of the teacher")
     axes[0].set(xscale="log", title=f"{paradigm} {pruned.plan.lm_ratio:.0%}: AVG % against data used",
@@ -119,5 +121,6 @@ metrics = {"notebook": "04_data_efficiency", "seed": seed, "teacher_dir": teache
            "recipe": {"train": train, "loss": loss, "alpha": m["config"]["alpha"], "epochs": epochs, "lr": lr},
            "teacher_scores": teacher.scores, "scored_benchmarks": teacher.scored, "avg_percent_pruned": pruned.avg,
            "curve": curve.to_dict(orient="records"),
-           "relative": per_benchmark[["fraction", "benchmark", "relative"]].to_dict(orient="records")}
+           "relative": per_benchmark[["fraction", "benchmark", "relative"]].to_dict(orient="records"),
+           "items": {"teacher": teacher.items, "pruned": pruned.items, **{str(f): i for f, i in items.items()}}}
 S.write_metrics(metrics, metrics_path)

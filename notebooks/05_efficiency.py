@@ -42,7 +42,7 @@
 # only what does not depend on the machine's noise (and, with `check_quality`, that pruned models are faster).
 
 # %%
-import json, os, time
+import os, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import matplotlib.pyplot as plt
 import pandas as pd

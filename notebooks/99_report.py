@@ -8,7 +8,7 @@
 # Each notebook's own page (linked from the index) shows the details.
 
 # %%
-import json, os, time
+import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -23,7 +23,6 @@ reports_dir = ""               # folder of the rendered page, for figures/ and t
 
 # %%
 import matplotlib as mpl
-import numpy as np
 from pathlib import Path
 from studylib import claims as C, files, report as R, sweep as S
 reports_dir = Path(reports_dir or os.path.dirname(os.path.abspath(metrics_path)))
@@ -40,13 +39,17 @@ R.show(pd.DataFrame({"notebook": [R.SECTIONS.get(n, n) for n in counts.index], "
 # %% [markdown]
 # ## The study's claims against this sweep
 #
-# Each row states the test applied to our measurements; "no evidence" means the sweep did not measure what
+# Each row states the test applied to our measurements: a deciding quantity (a difference of AVG % between
+# two models, or one model's AVG %) against a margin. Numbers in brackets are 95 % intervals from a paired
+# bootstrap over benchmark items (every model is scored on the same items as the teacher,
+# `studylib.intervals`). A claim "held" or "did not hold" only when the interval lies wholly on one side of the
+# margin; it is "undecided" when the interval overlaps it. "no evidence" means the sweep did not measure what
 # the claim needs (run a larger grid, e.g. `configs/full.yaml`).
 
 # %%
-claims = C.claims_table(table, fraction)
-guide = C.decision_guide(table, fraction)
-assert len(claims) == len(C.CLAIMS) and set(claims["held"]) <= {"yes", "no", "no evidence"}
+claims = C.claims_table(table, fraction, C.item_results(records))
+guide = C.decision_guide(table, fraction, C.item_results(records))
+assert len(claims) == len(C.CLAIMS) and set(claims["held"]) <= {"yes", "no", "undecided", "no evidence"}
 assert table["avg_percent"].dropna().between(0, 200).all(), "AVG % values are percentages"
 R.show(claims[["claim", "held", "study", "this run", "test"]], verdict="held",
        rename={"held": "verdict", "study": "the study (LLaVA-v1.5-7B)", "this run": "this sweep"})
@@ -181,7 +184,7 @@ else:
 
 # %%
 R.show(table.assign(recipe=table["recipe"].map(R.recipe_label), criterion=table["criterion"].map(R.criterion_label))
-       .drop(columns=["run_id"]),
+       .drop(columns=["run_id", "items_key"]),
        percent=["ratio", "lm_ratio", "fraction"], digits={"avg_percent": 1}, max_rows=15,
        rename={"ratio": "requested ratio", "lm_ratio": "achieved LM ratio", "fraction": "data share",
                "avg_percent": "AVG %"},

@@ -50,10 +50,16 @@ def is_correct(benchmark: str, prediction: str, answer: str) -> bool:
     return normalize(prediction) == normalize(answer)
 
 
+def item_scores(benchmark: str, predictions: list[str], ds) -> list[int]:
+    """Per item, 1 if answered right (`is_correct`) else 0, in the benchmark's item order: the results behind
+    its accuracy (their mean), kept so that intervals can be computed later (`studylib.intervals`)."""
+    return [int(is_correct(benchmark, p, a)) for p, a in zip(predictions, ds["answer"])]
+
+
 def score_benchmark(benchmark: str, predictions: list[str], ds) -> dict[str, float]:
     """accuracy for every benchmark; POPE adds F1 (positive = "yes"), yes-ratio and per-category accuracy."""
     answers = ds["answer"]
-    correct = [is_correct(benchmark, p, a) for p, a in zip(predictions, answers)]
+    correct = item_scores(benchmark, predictions, ds)
     out = {"accuracy": sum(correct) / len(correct)}
     if benchmark == "pope":
         pred = [parse_yes_no(p) for p in predictions]
@@ -79,9 +85,16 @@ def evaluate(model, processor, benchmarks: dict, model_name: str = "model", batc
     """Tidy table with one row per (model, benchmark, metric): columns model, benchmark, metric, score, n,
     chance, seconds, primary. `benchmarks` maps names to datasets: the embedded ones (`load_benchmarks`) or
     real ones (`benchmarks.load_real`, scored with their official metrics by `benchmarks.evaluate_real`)."""
+    return evaluate_items(model, processor, benchmarks, model_name, batch_size, blank_images, progress)[0]
+
+
+def evaluate_items(model, processor, benchmarks: dict, model_name: str = "model", batch_size: int = 64,
+                   blank_images: bool = False, progress: bool = True) -> tuple[pd.DataFrame, dict[str, list[int]]]:
+    """`evaluate`'s table and the per-item results behind it, {benchmark: `item_scores`}, for the embedded
+    benchmarks (a real benchmark's official metric is not always a mean over items: it has none here)."""
     from . import benchmarks as B
 
-    rows = []
+    rows, items = [], {}
     for name, ds in benchmarks.items():
         if B.is_real(ds):
             rows += B.evaluate_real(model, processor, {name: ds}, model_name, min(batch_size, 16),
@@ -91,18 +104,20 @@ def evaluate(model, processor, benchmarks: dict, model_name: str = "model", batc
         preds = generate_answers(model, processor, ds, batch_size, blank_images=blank_images, progress=progress)
         secs = time.perf_counter() - t0
         chance = D.chance_level(ds)
+        items[name] = item_scores(name, preds, ds)
         for metric, score in score_benchmark(name, preds, ds).items():
             rows.append({"model": model_name, "benchmark": name, "metric": metric, "score": score,
                          "n": len(ds), "chance": chance if metric == "accuracy" else None, "seconds": secs,
                          "primary": metric == PRIMARY_METRIC[name]})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), items
 
 
 def evaluate_cached(model, processor, benchmarks: dict, folder: str | Path, model_name: str = "model",
-                    key: str = "", **kw) -> pd.DataFrame:
-    """`evaluate`, stored in `folder/evaluation-<hash>.json` and read back on the next call. The hash covers
-    the benchmarks' dataset fingerprints, the options and `key` (e.g. a pruning plan): the caller promises
-    that `folder` + `key` identify the model (a checkpoint folder does)."""
+                    key: str = "", items: bool = False, **kw):
+    """`evaluate`, stored in `folder/evaluation-<key>.json` with its per-item results and read back on the
+    next call; with items=True, (table, `evaluate_items`' per-item results). The key (`files.key`) covers the
+    benchmarks' dataset fingerprints, the options and `key` (e.g. a pruning plan): the caller promises that
+    `folder` + `key` identify the model (a checkpoint folder does)."""
     import json
 
     from . import files
@@ -110,11 +125,13 @@ def evaluate_cached(model, processor, benchmarks: dict, folder: str | Path, mode
     ident = {"benchmarks": {b: ds._fingerprint for b, ds in benchmarks.items()}, "key": key,
              "options": {k: v for k, v in kw.items() if k != "progress"}}
     path = Path(folder) / f"evaluation-{files.key(ident)}.json"
-    if path.exists():
-        return pd.DataFrame(json.loads(path.read_text())["table"]).assign(model=model_name)
-    table = evaluate(model, processor, benchmarks, model_name, **kw)
-    files.write_json(path, {"ident": ident, "table": table.to_dict(orient="records")})
-    return table
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    if "table" in stored and "items" in stored:  # a file of an earlier version, without items, is made again
+        table, per_item = pd.DataFrame(stored["table"]).assign(model=model_name), stored["items"]
+    else:
+        table, per_item = evaluate_items(model, processor, benchmarks, model_name, **kw)
+        files.write_json(path, {"ident": ident, "table": table.to_dict(orient="records"), "items": per_item})
+    return (table, per_item) if items else table
 
 
 def primary(table: pd.DataFrame) -> pd.DataFrame:

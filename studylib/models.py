@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from . import bunny, collate
+from . import bunny
 from . import data as D
 from . import pruned_modeling  # noqa: F401  registers pruned_* configs/models with the Auto classes
 

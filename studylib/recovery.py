@@ -595,6 +595,8 @@ class Recovered:
     result: RecoveryResult = field(repr=False)
     table: pd.DataFrame = field(repr=False)
     relative: pd.DataFrame = field(repr=False)
+    items: dict = field(repr=False)  # per-item results (`evaluation.evaluate_items`)
+    interval: object = None  # AVG % with its 95 % paired-bootstrap interval (`study.interval`)
 
     @property
     def avg(self) -> float:
@@ -611,6 +613,6 @@ def recover_and_evaluate(teacher: "study.Teacher", pruned: "study.Pruned", cfg: 
     model, _ = M.load(out, dtype=getattr(torch, teacher.dtype))
     model.to(teacher.device)
     assert count_params(model) == count_params(pruned.model), "recovery keeps the pruned structure"
-    table = evaluation.evaluate_cached(model, teacher.processor, teacher.benchmarks, out, model_name=out.name,
-                                       progress=False)
-    return Recovered(result, table, study.relative(teacher, table))
+    table, items = evaluation.evaluate_cached(model, teacher.processor, teacher.benchmarks, out, model_name=out.name,
+                                              items=True, progress=False)
+    return Recovered(result, table, study.relative(teacher, table), items, study.interval(teacher, items))

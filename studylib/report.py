@@ -117,6 +117,7 @@ table.study-table td.text { max-width: 34rem; min-width: 10rem; }
 .verdict-yes { background: #d7f0dc; color: #145a24; }
 .verdict-no { background: #f8d9d6; color: #8a1c12; }
 .verdict-none { background: #ececec; color: #555; }
+.verdict-undecided { background: #fbefc9; color: #6b4e00; }
 .table-note { font-size: 0.85rem; color: #555; margin-top: -0.6rem; }
 """
 
@@ -324,7 +325,7 @@ def reader_frame(df, digits: int | dict | None = None, units: dict | None = None
 
 
 VERDICTS = {"yes": ("verdict-yes", "held"), "no": ("verdict-no", "did not hold"),
-            "no evidence": ("verdict-none", "no evidence")}
+            "undecided": ("verdict-undecided", "undecided"), "no evidence": ("verdict-none", "no evidence")}
 
 
 def verdict_badge(held: str) -> str:
@@ -537,8 +538,8 @@ def _legend(axes, first: list[str]):
 
 def retention_figure(view):
     """AVG % of the teacher against the achieved compression (share of LM parameters removed), one panel per
-    paradigm, one line per recipe (`claims.retention(...)` rows); the teacher is the point (0 %, 100 %), the
-    dotted line 95 %. Legend outside the data. Returns the figure (None without rows)."""
+    paradigm, one line per recipe (`claims.retention(...)` rows) with its 95 % interval as a band where the
+    records have one; the teacher is the point (0 %, 100 %), the dotted line 95 %. Legend outside the data. Returns the figure (None without rows)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import PercentFormatter
 
@@ -550,11 +551,15 @@ def retention_figure(view):
     for ax, p in zip(axes[0], paradigms):
         sub = view[view["paradigm"] == p]
         for recipe, st in styles.items():
-            g = sub[sub["recipe"] == recipe].groupby("lm_ratio", as_index=False)["avg_percent"].max()
+            rows = sub[sub["recipe"] == recipe]
+            g = rows.loc[rows.groupby("lm_ratio")["avg_percent"].idxmax()].sort_values("lm_ratio") if len(rows) else rows
             if not len(g):
                 continue
             x, y = [0.0, *g["lm_ratio"]], [100.0, *g["avg_percent"]]
-            ax.plot(x, y, label=recipe_label(recipe), lw=1.8, ms=6, **st)
+            line, = ax.plot(x, y, label=recipe_label(recipe), lw=1.8, ms=6, **st)
+            if "avg_percent_lo" in g and g["avg_percent_lo"].notna().all():  # its 95 % interval over items
+                ax.fill_between(g["lm_ratio"], g["avg_percent_lo"], g["avg_percent_hi"], color=line.get_color(),
+                                alpha=0.15, lw=0)
         ax.plot([0], [100], marker="*", color="k", ms=12, ls="none", label="teacher (100 %)")
         ax.axhline(95, color="k", ls=":", lw=1, label="95 % of the teacher")
         ax.set(title=f"{p} pruning", xlabel="achieved compression (LM parameters removed)")
@@ -701,12 +706,13 @@ footer { margin-top: 2.5rem; color: #666; font-size: 0.8rem; }
 
 def decision_matrix(guide) -> str:
     """The decision guide (`claims.decision_guide(...)` rows) as one table: compression bands down, training
-    budgets across, each cell the best measured choice and its AVG %, coloured by the advice."""
+    budgets across, each cell the best measured choice and its AVG %, coloured by the advice, and the choice
+    it is tied with when their paired interval includes 0."""
     import pandas as pd
 
     guide = pd.DataFrame(guide)
     budgets = [b for b, _ in BUDGETS if b in set(guide["budget"])]
-    colour = {"prune and recover": "#d7f0dc", "acceptable loss?": "#fbeecb"}
+    colour = {"prune and recover": "#d7f0dc", "prune; no recovery needed": "#d7f0dc", "acceptable loss?": "#fbeecb"}
     rows = []
     for band in [b for b, *_ in RATIO_BANDS if b in set(guide["compression"])]:
         cells = [f"<th>{html.escape(band)}</th>"]
@@ -716,8 +722,10 @@ def decision_matrix(guide) -> str:
                 cells.append("<td>\u2013</td>")
                 continue
             r = g.iloc[0]
+            tie = str(r.get("tie with", ""))
+            tie = "" if tie.startswith(("none:", "no other")) else f"<br><small>tied with {html.escape(tie)}</small>"
             cells.append(f'<td style="background:{colour.get(r["advice"], "#f8d9d6")}">{html.escape(str(r["paradigm"]))}, '
-                         f'{html.escape(recipe_label(r["recipe"]))}: <b>{float(r["AVG %"]):.1f}</b></td>')
+                         f'{html.escape(recipe_label(r["recipe"]))}: <b>{float(r["AVG %"]):.1f}</b>{tie}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     head = "".join(f"<th>{html.escape(b)}</th>" for b in budgets)
     return (f'<table class="study-table decision"><thead><tr><th>compression (rows), training budget (columns)</th>{head}</tr>'
@@ -736,8 +744,9 @@ def _headline(reports: Path, summary: dict) -> str:
                                                                 "this run": "this sweep"}))
         counts = claims["held"].value_counts()
         parts.append(f'<p class="table-note">{counts.get("yes", 0)} held, {counts.get("no", 0)} did not, '
-                     f'{counts.get("no evidence", 0)} without evidence in this sweep (a claim needs the runs it names; '
-                     'each test is stated on <a href="summary.html">the summary</a>).</p>')
+                     f'{counts.get("undecided", 0)} undecided (the 95 % interval of the deciding quantity overlaps '
+                     f'the margin), {counts.get("no evidence", 0)} without evidence in this sweep (a claim needs the '
+                     'runs it names; each test is stated on <a href="summary.html">the summary</a>).</p>')
     else:
         parts.append('<p class="empty">No claims computed (the summary notebook did not run).</p>')
     figs = [("figures/retention.png", "Retention: AVG % of the teacher against the achieved compression, "

@@ -1,5 +1,7 @@
-"""The study's steps, as the notebooks call them: find and load the teacher with its reference scores,
-prune and evaluate, recover and evaluate, scores relative to the teacher, and the metrics record.
+"""The study's steps, as the notebooks call them: load the teacher with its reference scores, scores
+relative to it, importance, pruned copies evaluated, and the tables and metrics record of the pruning
+notebooks (recovering a pruned copy is `recovery.recover_and_evaluate`, a variant for speed measurements
+`efficiency.prune_variant`).
 
 Every pruned model is measured against the unpruned teacher on the same benchmarks:
 relative_b = 100 * s_b(model) / s_b(teacher), and AVG % = mean_b relative_b over the benchmarks the teacher
@@ -13,7 +15,6 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,10 +24,15 @@ from . import benchmarks as B
 from . import data as D
 from . import evaluation as E
 from . import files
+from . import intervals as I
 from . import llava_json
 from . import models as M
 from . import pruning as P
 from . import teacher as T
+
+
+# ----------------------------------------------------------------------------------------------
+# The teacher: the unpruned model, its data and its reference scores
 
 
 @dataclass
@@ -39,6 +45,7 @@ class Teacher:
     benchmarks: dict = field(repr=False)
     train_data: object = field(repr=False)  # the instruction mix (a datasets.Dataset): calibration and recovery
     reference: pd.DataFrame = field(repr=False)  # the teacher's evaluation table
+    items: dict = field(repr=False)  # its per-item results, {benchmark: [1 or 0 per item]} (embedded benchmarks)
     scores: dict  # primary score per benchmark
     scored: list  # benchmarks that count in AVG % (teacher score > 0)
     chance: dict  # a blind guesser's score per benchmark
@@ -83,13 +90,14 @@ def load_teacher(*, teacher_dir: str = "", seed: int = 0, n_train: int = 20000, 
     train_data = (llava_json.load(train_json, image_folder or None) if train_json
                   else D.build_dataset("train", n_train, seed, cache))
     t0 = time.time()
-    reference = E.evaluate_cached(model, processor, benchmarks, home, model_name="teacher", progress=False)
+    reference, items = E.evaluate_cached(model, processor, benchmarks, home, model_name="teacher", items=True,
+                                         progress=False)
     eval_seconds = time.time() - t0
     scores = E.summary(reference)
     scored = [b for b in benchmarks if scores[b] > 0]
     chance = {b: E.chance_level(b, d) for b, d in benchmarks.items()}
     chance_avg = float(np.mean([100 * chance[b] / scores[b] for b in scored])) if scored else float("nan")
-    return Teacher(folder, model, processor, benchmarks, train_data, reference, scores, scored, chance, chance_avg,
+    return Teacher(folder, model, processor, benchmarks, train_data, reference, items, scores, scored, chance, chance_avg,
                    eval_seconds, home, seed, n_train, cache, str(root), device, dtype)
 
 
@@ -108,6 +116,21 @@ def describe(teacher: Teacher) -> pd.DataFrame:
     return E.primary(teacher.reference)[["benchmark", "score", "chance"]]
 
 
+def teacher_goals(scores: dict, blank_scores: dict, chance: dict) -> pd.DataFrame:
+    """The embedded teacher's goals, measured: image mean in [0.70, 0.95]; every benchmark >= chance + 0.20;
+    with blank images every image benchmark <= chance + 0.10 (a teacher that reads the image)."""
+    rows = [{"goal": "mean over image benchmarks in [0.70, 0.95]", "measured": scores["image_mean"],
+             "met": 0.70 <= scores["image_mean"] <= 0.95}]
+    rows += [{"goal": f"{b} >= chance {chance[b]:.2f} + 0.20", "measured": scores[b],
+              "met": scores[b] >= chance[b] + 0.20} for b in chance]
+    rows += [{"goal": f"{b}, blank images, <= chance {chance[b]:.2f} + 0.10", "measured": blank_scores[b],
+              "met": blank_scores[b] <= chance[b] + 0.10} for b in D.IMAGE_BENCHMARKS if b in blank_scores]
+    return pd.DataFrame(rows)
+
+# ----------------------------------------------------------------------------------------------
+# Scores relative to the teacher
+
+
 def relative(teacher: Teacher, table: pd.DataFrame) -> pd.DataFrame:
     """Per scored benchmark: relative = 100 * score / teacher's score (`evaluation.relative_scores`)."""
     if not teacher.scored:  # AVG % is undefined (only for an untrained smoke-test teacher)
@@ -115,19 +138,32 @@ def relative(teacher: Teacher, table: pd.DataFrame) -> pd.DataFrame:
     return E.relative_scores(table[table["benchmark"].isin(teacher.scored)], teacher.reference)
 
 
-def avg_percent(teacher: Teacher, table: pd.DataFrame) -> float:
-    """AVG % = mean over the scored benchmarks of 100 * s_b / s_b(teacher); NaN when none is scored."""
-    return mean_relative(relative(teacher, table))
-
-
 def mean_relative(rel: pd.DataFrame) -> float:
     """AVG % of a `relative` table: the mean of its relative scores (NaN for an empty table)."""
     return float(rel["relative"].mean()) if len(rel) else float("nan")
 
 
+def avg_percent(teacher: Teacher, table: pd.DataFrame) -> float:
+    """AVG % = mean over the scored benchmarks of 100 * s_b / s_b(teacher); NaN when none is scored."""
+    return mean_relative(relative(teacher, table))
+
+
+def interval(teacher: Teacher, items: dict) -> I.Interval:
+    """AVG % of a model's per-item results relative to the teacher's, with its 95 % paired-bootstrap interval
+    over the items of the scored benchmarks (`intervals.interval`); NaN where a scored benchmark has no
+    per-item results (a real benchmark)."""
+    if not teacher.scored or any(b not in items or b not in teacher.items for b in teacher.scored):
+        return I.Interval(float("nan"), float("nan"), float("nan"))
+    return I.interval({b: items[b] for b in teacher.scored}, {b: teacher.items[b] for b in teacher.scored},
+                      seed=teacher.seed)
+
+
 def by_benchmark(rel: pd.DataFrame) -> dict:
     """{benchmark: relative score} of a `relative` table (what the metrics records hold)."""
     return rel.set_index("benchmark")["relative"].to_dict()
+
+# ----------------------------------------------------------------------------------------------
+# Importance: calibration samples and every criterion's scores, computed once
 
 
 def calibration(teacher: Teacher, criterion: str, n: int = 0) -> list[dict]:
@@ -149,6 +185,9 @@ def importance(teacher: Teacher, paradigm: str, criteria: list[str], calib: dict
         seconds[c] = time.time() - t0
     return scores, seconds
 
+# ----------------------------------------------------------------------------------------------
+# Pruned copies of the teacher, evaluated
+
 
 @dataclass
 class Pruned:
@@ -158,6 +197,8 @@ class Pruned:
     model: torch.nn.Module = field(repr=False)
     table: pd.DataFrame = field(repr=False)
     relative: pd.DataFrame = field(repr=False)
+    items: dict = field(repr=False)  # per-item results (`evaluation.evaluate_items`)
+    interval: I.Interval = None  # AVG % with its 95 % paired-bootstrap interval
 
     @property
     def avg(self) -> float:
@@ -173,10 +214,10 @@ def prune_and_evaluate(teacher: Teacher, scores, ratio: float, name: str = "prun
     blocks = P.describe_lm(model).blocks
     assert [[b.num_heads, b.num_kv_heads, b.intermediate_size] for b in blocks] == P.widths_after(plan)
     assert P.count_params(model) == (plan.lm_params_after, plan.model_params_after)
-    table = E.evaluate_cached(model, teacher.processor, teacher.benchmarks,
-                              os.path.join(teacher.home, "pruned-evaluations"), model_name=name,
-                              key=json.dumps(plan.to_dict(), sort_keys=True), progress=False)
-    return Pruned(plan, model, table, relative(teacher, table))
+    table, items = E.evaluate_cached(model, teacher.processor, teacher.benchmarks,
+                                     os.path.join(teacher.home, "pruned-evaluations"), model_name=name,
+                                     key=json.dumps(plan.to_dict(), sort_keys=True), items=True, progress=False)
+    return Pruned(plan, model, table, relative(teacher, table), items, interval(teacher, items))
 
 
 def prune_one(teacher: Teacher, paradigm: str, criterion: str, ratio: float, calib_samples: int = 0) -> Pruned:
@@ -191,32 +232,6 @@ def prune_one(teacher: Teacher, paradigm: str, criterion: str, ratio: float, cal
     return pruned
 
 
-def plan_summary(plan: P.PruningPlan) -> dict:
-    """The ratios of a plan and what it keeps (blocks for layerwise, widths for widthwise)."""
-    kept = {"kept_layers": plan.kept_layers} if plan.paradigm == "layerwise" else {
-        "widths_after": P.widths_after(plan)}
-    return {"requested_ratio": plan.requested_ratio, "lm_ratio": plan.lm_ratio, "model_ratio": plan.model_ratio,
-            **kept}
-
-
-def write_metrics(metrics: dict, path: str) -> None:
-    """Write a notebook's metrics record (the sweep reads it as the run's result) as JSON, atomically."""
-    files.write_json(path, metrics)
-    print(f"metrics written to {path}")
-
-
-def teacher_goals(scores: dict, blank_scores: dict, chance: dict) -> pd.DataFrame:
-    """The embedded teacher's goals, measured: image mean in [0.70, 0.95]; every benchmark >= chance + 0.20;
-    with blank images every image benchmark <= chance + 0.10 (a teacher that reads the image)."""
-    rows = [{"goal": "mean over image benchmarks in [0.70, 0.95]", "measured": scores["image_mean"],
-             "met": 0.70 <= scores["image_mean"] <= 0.95}]
-    rows += [{"goal": f"{b} >= chance {chance[b]:.2f} + 0.20", "measured": scores[b],
-              "met": scores[b] >= chance[b] + 0.20} for b in chance]
-    rows += [{"goal": f"{b}, blank images, <= chance {chance[b]:.2f} + 0.10", "measured": blank_scores[b],
-              "met": blank_scores[b] <= chance[b] + 0.10} for b in D.IMAGE_BENCHMARKS if b in blank_scores]
-    return pd.DataFrame(rows)
-
-
 def prune_grid(teacher: Teacher, scores: dict, points: list[tuple[str, float]], **plan_options) -> dict:
     """{(criterion, requested ratio): Pruned} for every point, each planned from `scores[criterion]`."""
     t0 = time.time()
@@ -225,14 +240,16 @@ def prune_grid(teacher: Teacher, scores: dict, points: list[tuple[str, float]], 
     print(f"{len(results)} pruned models evaluated in {time.time() - t0:.0f} s")
     return results
 
+# ----------------------------------------------------------------------------------------------
+# Tables, checks and the metrics record of the pruning notebooks
 
-def ratio_table(teacher: Teacher, results: dict, criterion: str, ratios: list) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`summary_row` of `criterion` at every ratio, and its per-benchmark relative scores with the achieved
-    LM ratio (column "ratio")."""
-    rows = pd.DataFrame([summary_row(teacher, criterion, results[criterion, r]) for r in ratios])
-    per_benchmark = pd.concat([results[criterion, r].relative.assign(ratio=results[criterion, r].plan.lm_ratio)
-                               for r in ratios])
-    return rows, per_benchmark
+
+def plan_summary(plan: P.PruningPlan) -> dict:
+    """The ratios of a plan and what it keeps (blocks for layerwise, widths for widthwise)."""
+    kept = {"kept_layers": plan.kept_layers} if plan.paradigm == "layerwise" else {
+        "widths_after": P.widths_after(plan)}
+    return {"requested_ratio": plan.requested_ratio, "lm_ratio": plan.lm_ratio, "model_ratio": plan.model_ratio,
+            **kept}
 
 
 def summary_row(teacher: Teacher, criterion: str, pruned: Pruned) -> dict:
@@ -250,7 +267,16 @@ def summary_row(teacher: Teacher, criterion: str, pruned: Pruned) -> dict:
         candidate_params = sum(sum(p.numel() for p in blocks[i].layer.parameters()) for i in plan.layers)
         row.update({"per-block ratio": (plan.lm_params_before - plan.lm_params_after) / candidate_params,
                     "heads kept": f"{q}/{q0}", "neurons kept": f"{m}/{m0}"})
-    return {**row, "AVG %": pruned.avg}
+    return {**row, "AVG %": pruned.avg, "AVG % lo": pruned.interval.lo, "AVG % hi": pruned.interval.hi}
+
+
+def ratio_table(teacher: Teacher, results: dict, criterion: str, ratios: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`summary_row` of `criterion` at every ratio, and its per-benchmark relative scores with the achieved
+    LM ratio (column "ratio")."""
+    rows = pd.DataFrame([summary_row(teacher, criterion, results[criterion, r]) for r in ratios])
+    per_benchmark = pd.concat([results[criterion, r].relative.assign(ratio=results[criterion, r].plan.lm_ratio)
+                               for r in ratios])
+    return rows, per_benchmark
 
 
 def pruning_metrics(teacher: Teacher, results: dict, criterion: str, ratios: list, compare_ratio: float,
@@ -262,11 +288,14 @@ def pruning_metrics(teacher: Teacher, results: dict, criterion: str, ratios: lis
         "teacher_dir": teacher.dir, "teacher_scores": teacher.scores, "scored_benchmarks": teacher.scored,
         "chance_avg_percent": teacher.chance_avg,
         "per_ratio": [{**plan_summary(results[criterion, r].plan), "avg_percent": results[criterion, r].avg,
+                       "avg_percent_lo": results[criterion, r].interval.lo,
+                       "avg_percent_hi": results[criterion, r].interval.hi,
                        "relative": by_benchmark(results[criterion, r].relative)} for r in ratios],
         "comparison": {"ratio": compare_ratio,
                        "avg_percent": {c: results[c, compare_ratio].avg for c in criteria},
                        "relative": {c: by_benchmark(results[c, compare_ratio].relative) for c in criteria}},
         "plans": {f"{c}@{r}": p.plan.to_dict() for (c, r), p in results.items()},
+        "items": {"teacher": teacher.items, **{f"{c}@{r}": p.items for (c, r), p in results.items()}},
     }
 
 
@@ -298,3 +327,9 @@ def neurons_shared(plan: P.PruningPlan, other: P.PruningPlan) -> float:
 def block_widths(model) -> list[tuple[int, int, int]]:
     """The distinct (query heads, key/value heads, MLP neurons) of the model's decoder blocks."""
     return sorted({(b.num_heads, b.num_kv_heads, b.intermediate_size) for b in P.describe_lm(model).blocks})
+
+
+def write_metrics(metrics: dict, path: str) -> None:
+    """Write a notebook's metrics record (the sweep reads it as the run's result) as JSON, atomically."""
+    files.write_json(path, metrics)
+    print(f"metrics written to {path}")

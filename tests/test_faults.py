@@ -269,7 +269,7 @@ def write(tmp_path, text) -> Path:
      r"cfg.yaml: unknown top-level key 'defualts' \(did you mean 'defaults'\?\); allowed: defaults, cells"),
     ("cells: [{notebook: 00_teacher}, {notebook: 02_widthwise, parameters: {calib_sample: 4}}]",
      r"cfg.yaml: cell 1 \(02_widthwise\) parameters: unknown parameter 'calib_sample' \(did you mean "
-     r"'calib_samples'\?\); valid names: preset, seed, .*calib_samples_forward"),
+     r"'calib_samples'\?\); valid names: criterion, .*calib_samples_forward"),
     ("cells: [{notebook: 03_recovery, grid: {setting: [{label: a, paradigm: layerwise, critrion: bi}]}}]",
      r"cell 0 \(03_recovery\) grid 'setting': unknown parameter 'critrion' \(did you mean 'criterion'\?\)"),
     ("cells: [{notebook: 01_layerwise, grid: {ratoi: [0.1, 0.2]}}]",

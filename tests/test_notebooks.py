@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[!._]*.py"))
 
+SMOKE_BENCHMARKS = ["scene-qa", "pope", "count", "mcq", "ocr", "digits", "text-only"]
 SMOKE = {
     "00_teacher": dict(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=4, batch_size=8, n_bench=10,
                        check_quality=False),
@@ -92,6 +93,20 @@ def test_notebook_executes_with_smoke_parameters(nb, tmp_path, cache_dir, tiny_t
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["notebook"] == nb.stem
+    if nb.stem in ("01_layerwise", "02_widthwise"):  # per-item results round-trip through the record
+        from studylib import intervals as I
+
+        items, scored = metrics["items"], metrics["scored_benchmarks"]
+        for point in metrics["per_ratio"]:
+            key = f"{metrics['criterion']}@{point['requested_ratio']}"
+            assert set(items[key]) == set(items["teacher"]) == set(SMOKE_BENCHMARKS)
+            assert all(len(v) == SMOKE[nb.stem]["n_bench"] and set(v) <= {0, 1} for v in items[key].values())
+            if not scored:  # the smoke teacher may score 0 everywhere: AVG % and its interval are undefined
+                assert all(v != v for v in (point["avg_percent"], point["avg_percent_lo"], point["avg_percent_hi"]))
+                continue
+            again = I.interval({b: items[key][b] for b in scored}, {b: items["teacher"][b] for b in scored})
+            assert (again.lo, again.hi) == (point["avg_percent_lo"], point["avg_percent_hi"])
+            assert again.value == pytest.approx(point["avg_percent"])
 
 
 @pytest.mark.parametrize("name", ["01_layerwise", "03_recovery"])
