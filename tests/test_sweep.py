@@ -352,3 +352,24 @@ def test_cli_sweep_bad_input(tmp_path, capsys):
     assert e.value.code == 2 and "argument --jobs: must be an integer >= 1; got 0" in capsys.readouterr().err
     assert cli.main(["sweep", str(ROOT / "configs" / "smoke.yaml"), "--only", "zzz*"]) == 2
     assert "matches no cell" in capsys.readouterr().err
+
+
+def test_a_cell_after_the_teacher_cell_gets_its_teacher(tmp_path, monkeypatch):
+    """`teacher_for` passes the 00_teacher record's teacher_dir to a notebook with a teacher_dir parameter,
+    unless the cell sets one; a cell after two teacher cells must say which."""
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    for name, params in (("00_teacher", "seed = 0"), ("01_user", 'teacher_dir = ""\nseed = 0')):
+        p = nbf.v4.new_code_cell(params)
+        p.metadata["tags"] = ["parameters"]
+        jupytext.write(nbf.v4.new_notebook(cells=[p]), nbdir / f"{name}.py", fmt="py:percent")
+    monkeypatch.setattr(S, "NOTEBOOKS", nbdir)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    teacher, user, own = S.expand(config({"notebook": "00_teacher"}, {"notebook": "01_user", "after": ["00_teacher"]},
+                                         {"notebook": "01_user", "after": ["00_teacher"], "parameters": {"teacher_dir": "/x"}}))
+    S.result_path(teacher.run_id, runs).write_text(json.dumps({"notebook": "00_teacher", "metrics": {"teacher_dir": "/t"}}))
+    assert S.teacher_for(user, runs) == {"teacher_dir": "/t"}
+    assert S.teacher_for(own, runs) == {}, "a cell's own teacher_dir wins"
+    with pytest.raises(ValueError, match="comes after 2 teacher cells; set its teacher_dir"):
+        S.expand(config({"notebook": "00_teacher", "grid": {"seed": [0, 1]}}, {"notebook": "01_user", "after": ["00_teacher"]}))
