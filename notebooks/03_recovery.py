@@ -15,10 +15,13 @@
 #
 # * SFT: $\mathcal{L}_{CE} = -\frac{1}{|A|}\sum_{t \in A}\log p_S(y_t)$;
 # * logit distillation: $\mathcal{L}_{KL} = \frac{\tau^2}{|P|}\sum_{t \in P}\mathrm{KL}\big(\mathrm{softmax}(z^T_t/\tau)\,\Vert\,\mathrm{softmax}(z^S_t/\tau)\big)$,
-#   $\tau = 2$, $P = A$ (or every token, `kl_positions = "all"`, as the study's code);
+#   $\tau = 2$, $P = A$ (or every token, `kl_positions = "all"`, as the study's code); the study's code also sums
+#   over each sequence's positions instead of dividing by $|P|$ (`kl_scale = "sequence_sum"`);
 # * hidden-state distillation: $\mathcal{L}_{HID} = \frac{1}{|J|}\sum_{j \in J}\mathrm{mean}_{t,d}\,(h^S_{j} - h^T_{m(j)})^2$: the final
-#   block outputs of student and teacher (the study's "final hidden state"), plus optional student blocks $j$
-#   matched to the teacher block $m(j)$ they were (the pruning plan's kept blocks after layerwise pruning);
+#   block outputs of student and teacher, before the final norm (`hidden_target = "blocks"`), plus optional
+#   student blocks $j$ matched to the teacher block $m(j)$ they were (the pruning plan's kept blocks after
+#   layerwise pruning). The study's code matches the last hidden state *after* the final norm instead
+#   (`"final_norm"`); `"scale_free"` divides each pair's MSE by the teacher's $\mathrm{mean}(h_T^2)$;
 # * combinations: $\mathcal{L} = \alpha\,\mathcal{L}_{KD} + (1-\alpha)\,\mathcal{L}_{CE}$ with $\alpha = 0.5$ and
 #   $\mathcal{L}_{KD}$ the sum of the KD terms named (`ce+kl`, `ce+hidden`, `ce+hidden+kl`).
 #
@@ -44,6 +47,8 @@ loss = "ce+hidden"          # ce | kl | hidden | ce+kl | ce+hidden | ce+hidden+k
 alpha = 0.5                 # weight of the KD term in combinations
 temperature = 2.0
 kl_positions = "answer"     # answer | all
+kl_scale = "token_mean"     # token_mean | sequence_sum (the study's code: summed over each sequence's positions)
+hidden_target = "blocks"    # blocks (before the final norm) | final_norm (the study's code) | scale_free
 teacher_input = "own"       # own | student (the study's code)
 epochs = 1.0
 lr = 2e-4
@@ -81,8 +86,8 @@ S.describe(teacher)
 # %%
 pruned = S.prune_one(teacher, paradigm, criterion, ratio, calib_samples)
 recipe = dict(train=train, loss=loss, alpha=alpha, temperature=temperature, kl_positions=kl_positions,
-              teacher_input=teacher_input, epochs=epochs, lr=lr, batch_size=recovery_batch_size,
-              lora_rank=lora_rank, lora_alpha=lora_alpha)
+              kl_scale=kl_scale, hidden_target=hidden_target, teacher_input=teacher_input, epochs=epochs, lr=lr,
+              batch_size=recovery_batch_size, lora_rank=lora_rank, lora_alpha=lora_alpha)
 
 # %% [markdown]
 # ## Recovery
@@ -128,7 +133,8 @@ print(f"recovery {'raised' if recovery_helped else 'did not raise'} AVG %: {prun
 metrics = {"notebook": "03_recovery", "seed": seed, "teacher_dir": teacher.dir,
            "paradigm": paradigm, "criterion": criterion, "ratio": ratio, "lm_ratio": pruned.plan.lm_ratio,
            "recipe": {"train": train, "loss": loss, "alpha": alpha, "temperature": temperature,
-                      "kl_positions": kl_positions, "teacher_input": teacher_input},
+                      "kl_positions": kl_positions, "kl_scale": kl_scale, "hidden_target": hidden_target,
+                      "teacher_input": teacher_input},
            "data_fraction": data_fraction, "teacher_scores": teacher.scores, "scored_benchmarks": teacher.scored,
            "avg_percent_pruned": pruned.avg, "avg_percent_recovered": recovered.avg,
            "avg_percent_pruned_lo": pruned.interval.lo, "avg_percent_pruned_hi": pruned.interval.hi,

@@ -227,8 +227,9 @@ def cmd_prune(args) -> None:
     print(f"saved to {args.out}")
 
 
-RECOVERY_FLAGS = ("alpha", "temperature", "kl_positions", "teacher_input", "n_train", "epochs", "lr", "batch_size",
-                  "lora_rank", "lora_alpha", "lora_targets", "seed", "save_steps", "grad_accum")
+RECOVERY_FLAGS = ("alpha", "temperature", "kl_positions", "kl_scale", "hidden_target", "teacher_input", "n_train",
+                  "epochs", "lr", "batch_size", "lora_rank", "lora_alpha", "lora_targets", "seed", "save_steps",
+                  "grad_accum")
 
 
 def _recovery_config(args):
@@ -513,6 +514,11 @@ def build_parser(recovery_defaults: bool = False, criteria_help: bool = False) -
     rc.add_argument("--temperature", type=positive, default=None, help="KL temperature tau, > 0")
     rc.add_argument("--kl-positions", default=None, choices=V.KL_POSITIONS,
                     help="KL over answer tokens, or all non-padding positions (the study's code)")
+    rc.add_argument("--kl-scale", default=None, choices=V.KL_SCALES,
+                    help="KL averaged over the positions compared, or summed per sequence (the study's code)")
+    rc.add_argument("--hidden-target", default=None, choices=V.HIDDEN_TARGETS,
+                    help="hidden-state KD on block outputs before the final norm, on the last state after it "
+                         "(the study's code), or scale-free (each pair's MSE over the teacher's mean square)")
     rc.add_argument("--hidden-layers", default=None, type=V.arg_csv(), metavar="J,K",
                     help="extra student blocks whose outputs are matched (the final block always is)")
     rc.add_argument("--teacher-input", default=None, choices=V.TEACHER_INPUTS,

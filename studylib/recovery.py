@@ -10,10 +10,14 @@ What is trained (`config.train`; the vision tower is always frozen, as in the st
 The loss (`config.loss`), over a batch with answer positions A (labels != -100, shifted by one):
     ce      CE     = mean_{t in A} -log p_S(y_t)                               (LLaVA's SFT loss)
     kl      KL     = tau^2 * mean_{t in P} sum_v p_T(v|t) [log p_T(v|t) - log p_S(v|t)],  p = softmax(z / tau)
-                     P = A (default) or every non-padding position (`kl_positions="all"`, the study's code)
+                     P = A (default) or every non-padding position (`kl_positions="all"`, the study's code);
+                     `kl_scale="sequence_sum"` (the study's code) sums over P per sequence instead of the mean
     hidden  HID    = mean over matched block pairs (j, m(j)) of mean_{t, d} (h^S_j - h^T_{m(j)})^2
                      over non-padding tokens: the final blocks of both models always; an extra student
-                     block j is matched to the teacher block it was (the plan's kept blocks, or j)
+                     block j is matched to the teacher block it was (the plan's kept blocks, or j).
+                     `hidden_target`: "blocks" (default: block outputs, before the final norm),
+                     "final_norm" (the last hidden state after the final norm, as the study's code), or
+                     "scale_free" (each pair's MSE divided by mean(h^T^2))
     ce+kl, ce+hidden, ce+hidden+kl:   alpha * KD + (1 - alpha) * CE,   KD = KL, HID or KL + HID
 
 The teacher is frozen and runs without gradients on the same batch. By default it sees its own image
@@ -62,6 +66,8 @@ class RecoveryConfig:
     alpha: float = 0.5  # weight of the KD term in combinations
     temperature: float = 2.0  # tau of the KL term
     kl_positions: str = "answer"  # answer | all
+    kl_scale: str = "token_mean"  # token_mean | sequence_sum (the study's code: summed over positions and vocabulary)
+    hidden_target: str = "blocks"  # blocks | final_norm (the study's code) | scale_free, see hidden_mse
     hidden_layers: list[int] = field(default_factory=list)  # extra student blocks matched (final block always)
     teacher_input: str = "own"  # own | student (the study's code)
     data_fraction: float | int = 0.05  # float in (0, 1]: a fraction; int >= 1: a number of examples
@@ -77,7 +83,7 @@ class RecoveryConfig:
     seed: int = 0
     save_steps: int = 50  # Trainer checkpoint every N steps (resume); 0: none
     threads: int = 0  # 0: leave torch's default
-    # Scale (real models on GPUs; defaults are the CPU study's and stay out of the cache key, see recovery_dir)
+    # Scale (real models on GPUs; the defaults are the CPU study's)
     bf16: bool = False  # bfloat16 autocast (GPUs only: ~28x slower than fp32 on this CPU)
     grad_accum: int = 1  # gradient accumulation steps: effective batch = batch_size x grad_accum x processes
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (memory for time)
@@ -97,6 +103,7 @@ class RecoveryResult:
 def check_config(cfg: RecoveryConfig) -> None:
     """Raise a ValueError naming the parameter and its allowed values for any bad setting."""
     for name, allowed in (("train", TRAIN_MODES), ("loss", LOSSES), ("kl_positions", KL_POSITIONS),
+                          ("kl_scale", V.KL_SCALES), ("hidden_target", V.HIDDEN_TARGETS),
                           ("teacher_input", TEACHER_INPUTS)):
         V.choice(name, getattr(cfg, name), allowed)
     V.number("alpha", cfg.alpha, 0, 1)  # loss = alpha * KD + (1 - alpha) * CE
@@ -212,18 +219,30 @@ def kd_positions(labels: torch.Tensor, attention_mask: torch.Tensor, positions: 
 
 
 def kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
-            temperature: float = 2.0) -> torch.Tensor:
-    """tau^2 * mean over masked positions of KL(p_T || p_S), p = softmax(z / tau); logits are (B, L-1, V)."""
+            temperature: float = 2.0, scale: str = "token_mean") -> torch.Tensor:
+    """tau^2 * KL(p_T || p_S), p = softmax(z / tau), over the masked positions of (B, L-1, V) logits:
+    `token_mean` averages it over those positions; `sequence_sum` (the study's code) sums it over each
+    sequence's positions and the vocabulary, then averages over the B sequences."""
+    V.choice("kl_scale", scale, V.KL_SCALES)
     s = F.log_softmax(student_logits[mask].float() / temperature, dim=-1)
     t = F.log_softmax(teacher_logits[mask].float() / temperature, dim=-1)
     kl = (t.exp() * (t - s)).sum(-1)
-    return kl.mean() * temperature**2
+    total = kl.mean() if scale == "token_mean" else kl.sum() / mask.shape[0]
+    return total * temperature**2
 
 
 def hidden_mse(student_states: list[torch.Tensor], teacher_states: list[torch.Tensor],
-               mask: torch.Tensor) -> torch.Tensor:
-    """Mean over pairs of mean_{masked tokens, dims} (h_S - h_T)^2; states are (B, L, H), mask (B, L)."""
-    losses = [F.mse_loss(s[mask].float(), t[mask].float()) for s, t in zip(student_states, teacher_states)]
+               mask: torch.Tensor, scale_free: bool = False) -> torch.Tensor:
+    """Mean over pairs of mean_{masked tokens, dims} (h_S - h_T)^2; states are (B, L, H), mask (B, L). With
+    scale_free, each pair's MSE is divided by the teacher states' mean square, mean(h_T^2) (so a residual
+    stream of RMS 1000 and one of RMS 1 weigh alike). Which states: `hidden_target` ("blocks": the matched
+    block outputs, before the final norm; "final_norm": the last hidden state after the final norm, what
+    the study's code takes from `output_hidden_states[-1]`, plus any extra matched blocks)."""
+    losses = []
+    for s, t in zip(student_states, teacher_states):
+        s, t = s[mask].float(), t[mask].float()
+        loss = F.mse_loss(s, t)
+        losses.append(loss / t.pow(2).mean().clamp_min(1e-12) if scale_free else loss)
     return torch.stack(losses).mean()
 
 
@@ -365,28 +384,33 @@ def trainer_class():
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs.pop("labels")
-            out = model(**inputs, use_cache=False)
             cfg, terms = self.cfg, {}
+            final_norm = uses(cfg.loss, "hidden") and cfg.hidden_target == "final_norm"
+            out = model(**inputs, use_cache=False, output_hidden_states=final_norm)
             if uses(cfg.loss, "ce"):
                 terms["ce"] = masked_ce(out.logits, labels)
             if self.teacher is not None:
-                t_out = self._teacher_forward(inputs)
+                t_out = self._teacher_forward(inputs, final_norm)
                 if uses(cfg.loss, "kl"):
                     mask = kd_positions(labels, inputs["attention_mask"], cfg.kl_positions)
-                    terms["kl"] = kl_loss(out.logits[:, :-1], t_out.logits[:, :-1], mask, cfg.temperature)
+                    terms["kl"] = kl_loss(out.logits[:, :-1], t_out.logits[:, :-1], mask, cfg.temperature,
+                                          cfg.kl_scale)
                 if uses(cfg.loss, "hidden"):
                     mask = inputs["attention_mask"].bool()
-                    terms["hidden"] = hidden_mse([self.s_capture.out[f"s{j}"] for j, _ in self.pairs],
-                                                 [self.t_capture.out[f"t{j}"] for j, _ in self.pairs], mask)
+                    s_states = [self.s_capture.out[f"s{j}"] for j, _ in self.pairs]
+                    t_states = [self.t_capture.out[f"t{j}"] for j, _ in self.pairs]
+                    if final_norm:  # the final block pair (last in `pairs`) becomes the states after the norm
+                        s_states[-1], t_states[-1] = out.hidden_states[-1], t_out.hidden_states[-1]
+                    terms["hidden"] = hidden_mse(s_states, t_states, mask, cfg.hidden_target == "scale_free")
             for k, v in terms.items():
                 self.parts[k].append(float(v.detach()))
             loss = combine(cfg.loss, cfg.alpha, **terms)
             return (loss, out) if return_outputs else loss
 
         @torch.no_grad()
-        def _teacher_forward(self, inputs):
+        def _teacher_forward(self, inputs, hidden_states: bool = False):
             if self.cfg.teacher_input == "own":
-                return self.teacher(**inputs, use_cache=False)
+                return self.teacher(**inputs, use_cache=False, output_hidden_states=hidden_states)
             # the study's LLaVA trainer: the teacher reads the student's projector output at the image tokens
             ids = inputs["input_ids"]
             embeds = self.teacher.get_input_embeddings()(ids)
@@ -394,7 +418,8 @@ def trainer_class():
                 feats = self.s_capture.out["projector"].detach().to(embeds.dtype)
                 image = (ids == self.teacher.config.image_token_id).unsqueeze(-1)
                 embeds = embeds.masked_scatter(image.expand_as(embeds), feats)
-            return self.teacher(inputs_embeds=embeds, attention_mask=inputs["attention_mask"], use_cache=False)
+            return self.teacher(inputs_embeds=embeds, attention_mask=inputs["attention_mask"], use_cache=False,
+                                output_hidden_states=hidden_states)
 
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
             model = model or self.model

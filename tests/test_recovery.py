@@ -467,3 +467,57 @@ def test_cli_bad_input_is_reported_before_training(setting, tmp_path, capsys, ex
 def test_cli_missing_student_folder(tmp_path, capsys):
     assert cli.main(recover_args(tmp_path / "nope", tmp_path / "out", "--train", "full", "--loss", "ce")) == 2
     assert "STUDENT" in capsys.readouterr().err
+
+
+def test_the_studys_kl_scaling_sums_per_sequence():
+    """sequence_sum = token_mean x (positions compared / sequences): the study's code sums the KL over each
+    sequence's positions and the vocabulary, then averages over sequences."""
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(3, 5, 7, generator=g), torch.randn(3, 5, 7, generator=g)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 0], [0, 1, 0, 0, 0]], dtype=torch.bool)
+    mean = R.kl_loss(s, t, mask, 2.0)
+    total = R.kl_loss(s, t, mask, 2.0, scale="sequence_sum")
+    assert torch.isclose(total, mean * mask.sum() / 3)
+    with pytest.raises(ValueError, match="kl_scale"):
+        R.kl_loss(s, t, mask, 2.0, scale="sum")
+
+
+def test_scale_free_hidden_loss_ignores_the_residual_scale():
+    """Scaling both models' states by c multiplies the plain MSE by c^2 and leaves the scale-free one."""
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(2, 4, 6, generator=g), torch.randn(2, 4, 6, generator=g)
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    plain, free = R.hidden_mse([a], [b], mask), R.hidden_mse([a], [b], mask, scale_free=True)
+    assert torch.isclose(R.hidden_mse([1000 * a], [1000 * b], mask), plain * 1e6)
+    assert torch.isclose(R.hidden_mse([1000 * a], [1000 * b], mask, scale_free=True), free)
+    assert torch.isclose(free, plain / b.pow(2).mean())
+
+
+@pytest.mark.parametrize("target", ["final_norm", "scale_free"])
+def test_hidden_targets_train(setting, tmp_path, target):
+    """The study's variant (the last state after the final norm) and the scale-free one train end to end;
+    after the final norm the states are normalised, so the term is on another scale than the block outputs'."""
+    student, plan = pruned(setting)
+    result = R.recover(student, setting["teacher"], setting["data"],
+                       quick(train="projector", loss="ce+hidden", hidden_target=target, data_fraction=16),
+                       tmp_path / "out", setting["processor"], plan=plan)
+    assert result.metrics["config"]["hidden_target"] == target
+    assert math.isfinite(result.log[-1]["loss_hidden"]) and result.log[-1]["loss_hidden"] > 0
+    with pytest.raises(ValueError, match="hidden_target"):
+        R.check_config(quick(loss="ce+hidden", hidden_target="after_norm"))
+
+
+def test_the_last_hidden_state_is_after_the_final_norm():
+    """What `hidden_target="final_norm"` matches, as the study's code: `output_hidden_states[-1]` is the
+    final norm of the last block's output (not the block output itself)."""
+    from test_pruning import batches, llava
+
+    model = llava()
+    last = P.describe_lm(model).blocks[-1].layer
+    seen = {}
+    handle = last.register_forward_hook(lambda module, args, output: seen.setdefault("out", P.hidden_out(output)))
+    with torch.no_grad():
+        states = model(**batches()[0], output_hidden_states=True).hidden_states
+    handle.remove()
+    assert torch.allclose(states[-1], model.model.language_model.norm(seen["out"]), atol=1e-6)
+    assert not torch.allclose(states[-1], seen["out"])
