@@ -43,7 +43,8 @@ trust_remote_code = False  # True: allow a teacher_dir that ships its own code (
 device = "cpu"             # cpu | cuda
 dtype = "float32"          # float32 | bfloat16 (GPUs only)
 calib_samples = 50         # random training samples for bi / angular / loss (the study: 50-100)
-seed = 0                   # the data's and this notebook's seed
+seed = 0                   # the teacher's and its data's seed (instruction mix, benchmark items)
+calib_seed = 0             # the calibration sample's seed (and the random criterion's)
 n_train = 20000            # the instruction mix (as 00_teacher's)
 train_json = ""            # empty: the embedded mix; else LLaVA-format data, e.g. llava_v1_5_mix665k.json
 image_folder = ""          # images of train_json (empty: its folder)
@@ -73,10 +74,10 @@ S.describe(teacher)
 
 # %%
 all_criteria = list(dict.fromkeys([criterion, *(criteria or P.criteria("layerwise"))]))
-calib = S.calibration(teacher, "bi", calib_samples)  # one sample set for every data-driven criterion
+calib = S.calibration(teacher, "bi", calib_samples, calib_seed)  # one sample set for every data-driven criterion
 print(f"calibration: {calib_samples} samples, fingerprint {P.calibration_fingerprint(calib)}")
 scores, score_seconds = S.importance(teacher, "layerwise", all_criteria,
-                                     {c: calib if P.needs_calibration(c) else [] for c in all_criteria})
+                                     {c: calib if P.needs_calibration(c) else [] for c in all_criteria}, calib_seed)
 profile = pd.DataFrame([{"criterion": c, "block": i, "score": v}
                         for c, s in scores.items() for i, v in enumerate(s.scores)])
 g = profile.groupby("criterion")["score"]
@@ -138,7 +139,7 @@ if check_quality:
 avg
 
 # %%
-metrics = {"notebook": "01_layerwise", "seed": seed, "criterion": criterion,
+metrics = {"notebook": "01_layerwise", "seed": seed, "calib_seed": calib_seed, "criterion": criterion,
            "calib_samples": calib_samples, "calibration_fingerprint": P.calibration_fingerprint(calib),
            **S.pruning_metrics(teacher, results, criterion, ratios, compare_ratio, all_criteria),
            "importance": {c: s.scores for c, s in scores.items()},

@@ -40,6 +40,8 @@ sns.set_theme(style="whitegrid")
 paradigm = "layerwise"      # layerwise | widthwise
 criterion = "bi"            # a name of studylib.pruning.criteria(paradigm), e.g. bi (layerwise), taylor (widthwise)
 ratio = 0.30                # fraction of LM parameters to remove
+match_layerwise = False     # widthwise: remove what a layerwise plan achieves for `ratio` (one LM ratio for both)
+layers = None              # widthwise: list of blocks that may be pruned, None: all but the first and the last
 calib_samples = 0           # 0: the criterion's default (50 for bi, 10 for taylor)
 data_fraction = 0.05        # fraction (0.05) of the instruction mix, or a count (500)
 train = "lora"              # projector | lora | full
@@ -60,7 +62,9 @@ teacher_dir = ""           # the unpruned model, a checkpoint folder or hub id; 
 trust_remote_code = False  # True: allow a teacher_dir that ships its own code (Bunny); see README
 device = "cpu"             # cpu | cuda
 dtype = "float32"          # float32 | bfloat16 (GPUs only)
-seed = 0                   # the data's and this notebook's seed
+seed = 0                   # the teacher's and its data's seed (instruction mix, benchmark items)
+calib_seed = 0             # the calibration sample's seed (and the random criterion's)
+recovery_seed = 0          # the recovery data subset's and training order's seed
 n_train = 20000            # the instruction mix (as 00_teacher's)
 train_json = ""            # empty: the embedded mix; else LLaVA-format data, e.g. llava_v1_5_mix665k.json
 image_folder = ""          # images of train_json (empty: its folder)
@@ -84,7 +88,7 @@ S.describe(teacher)
 # ## The pruned student, before recovery
 
 # %%
-pruned = S.prune_one(teacher, paradigm, criterion, ratio, calib_samples)
+pruned = S.prune_one(teacher, paradigm, criterion, ratio, calib_samples, calib_seed, match_layerwise, layers=layers)
 recipe = dict(train=train, loss=loss, alpha=alpha, temperature=temperature, kl_positions=kl_positions,
               kl_scale=kl_scale, hidden_target=hidden_target, teacher_input=teacher_input, epochs=epochs, lr=lr,
               batch_size=recovery_batch_size, lora_rank=lora_rank, lora_alpha=lora_alpha)
@@ -94,7 +98,7 @@ recipe = dict(train=train, loss=loss, alpha=alpha, temperature=temperature, kl_p
 
 # %%
 t0 = time.time()
-recovered = R.recover_and_evaluate(teacher, pruned, R.recovery_config(teacher, **recipe, data_fraction=data_fraction))
+recovered = R.recover_and_evaluate(teacher, pruned, R.recovery_config(teacher, **recipe, data_fraction=data_fraction, seed=recovery_seed))
 m = recovered.result.metrics
 print(f"{train} / {loss}: {m['examples']} of {m['of_examples']} examples, {m['steps']} steps, "
       f"{m['trainable_params']:,} trainable parameters, trained in {m['train_seconds']} s "
@@ -115,7 +119,7 @@ plt.show()
 before_after.pivot(index="benchmark", columns="model", values="relative").round(1)
 
 # %%
-assert m["examples"] == len(R.subset_indices(len(teacher.train_data), data_fraction, seed))
+assert m["examples"] == len(R.subset_indices(len(teacher.train_data), data_fraction, recovery_seed))
 assert m["steps"] == max(1, int(np.ceil(epochs * m["examples"] / recovery_batch_size)))
 assert not (recovered.result.out_dir / "_trainer").exists(), "the resume checkpoints are removed when a run finishes"
 assert all(np.isfinite(log["loss"])), "finite losses"
@@ -130,7 +134,8 @@ print(f"recovery {'raised' if recovery_helped else 'did not raise'} AVG %: {prun
       f"(95 % interval {recovered.interval.lo:.1f} to {recovered.interval.hi:.1f}, paired bootstrap over items)")
 
 # %%
-metrics = {"notebook": "03_recovery", "seed": seed, "teacher_dir": teacher.dir,
+metrics = {"notebook": "03_recovery", "seed": seed, "calib_seed": calib_seed, "recovery_seed": recovery_seed,
+           "match_layerwise": match_layerwise, "layers": layers, "teacher_dir": teacher.dir,
            "paradigm": paradigm, "criterion": criterion, "ratio": ratio, "lm_ratio": pruned.plan.lm_ratio,
            "recipe": {"train": train, "loss": loss, "alpha": alpha, "temperature": temperature,
                       "kl_positions": kl_positions, "kl_scale": kl_scale, "hidden_target": hidden_target,

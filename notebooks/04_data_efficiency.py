@@ -40,6 +40,8 @@ sns.set_theme(style="whitegrid")
 paradigm = "layerwise"      # layerwise | widthwise
 criterion = "bi"            # a name of studylib.pruning.criteria(paradigm), e.g. bi (layerwise), taylor (widthwise)
 ratio = 0.30                # fraction of LM parameters to remove
+match_layerwise = False     # widthwise: remove what a layerwise plan achieves for `ratio` (one LM ratio for both)
+layers = None              # widthwise: list of blocks that may be pruned, None: all but the first and the last
 calib_samples = 0           # 0: the criterion's default (50 for bi, 10 for taylor)
 fractions = [0.01, 0.05, 0.10, 0.25]   # shares of the instruction mix (1.0: all of it), nested
 train = "lora"              # projector | lora | full (the other settings: notebook 03's defaults)
@@ -47,7 +49,9 @@ loss = "ce+hidden"          # ce | kl | hidden | ce+kl | ce+hidden | ce+hidden+k
 epochs = 1.0
 lr = 2e-4
 recovery_batch_size = 32
-seed = 0                   # the data's and this notebook's seed
+seed = 0                   # the teacher's and its data's seed (instruction mix, benchmark items)
+calib_seed = 0             # the calibration sample's seed (and the random criterion's)
+recovery_seed = 0          # the recovery data subset's and training order's seed
 n_train = 20000            # the instruction mix (as 00_teacher's)
 train_json = ""            # empty: the embedded mix; else LLaVA-format data, e.g. llava_v1_5_mix665k.json
 image_folder = ""          # images of train_json (empty: its folder)
@@ -75,7 +79,7 @@ S.describe(teacher)
 # ## The pruned student, before recovery
 
 # %%
-pruned = S.prune_one(teacher, paradigm, criterion, ratio, calib_samples)
+pruned = S.prune_one(teacher, paradigm, criterion, ratio, calib_samples, calib_seed, match_layerwise, layers=layers)
 recipe = dict(train=train, loss=loss, epochs=epochs, lr=lr, batch_size=recovery_batch_size)  # the rest: defaults
 
 # %% [markdown]
@@ -85,7 +89,7 @@ recipe = dict(train=train, loss=loss, epochs=epochs, lr=lr, batch_size=recovery_
 rows, per_benchmark, items = [], [], {}
 for f in fractions:
     t0 = time.time()
-    recovered = R.recover_and_evaluate(teacher, pruned, R.recovery_config(teacher, **recipe, data_fraction=f))
+    recovered = R.recover_and_evaluate(teacher, pruned, R.recovery_config(teacher, **recipe, data_fraction=f, seed=recovery_seed))
     m = recovered.result.metrics
     rows.append({"fraction": f, "examples": m["examples"], "steps": m["steps"], "train_seconds": m["train_seconds"],
                  "train_ce_after": m["train_ce_after"], "AVG %": recovered.avg, "AVG % lo": recovered.interval.lo,
@@ -110,16 +114,17 @@ curve
 
 # %%
 n = len(teacher.train_data)
-subsets = [set(R.subset_indices(n, f, seed)) for f in sorted(fractions)]
+subsets = [set(R.subset_indices(n, f, recovery_seed)) for f in sorted(fractions)]
 assert all(a <= b for a, b in zip(subsets, subsets[1:])), "subsets are nested"
-assert list(curve["examples"]) == [len(R.subset_indices(n, f, seed)) for f in fractions]
+assert list(curve["examples"]) == [len(R.subset_indices(n, f, recovery_seed)) for f in fractions]
 if check_quality:
     best = curve["AVG %"].max()
     assert best > pruned.avg, f"recovery helps at some share of the data ({best:.1f} vs {pruned.avg:.1f})"
     assert curve.sort_values("fraction")["train_ce_after"].iloc[-1] < 10, "finite answer loss"
 
 # %%
-metrics = {"notebook": "04_data_efficiency", "seed": seed, "teacher_dir": teacher.dir,
+metrics = {"notebook": "04_data_efficiency", "seed": seed, "calib_seed": calib_seed, "recovery_seed": recovery_seed,
+           "match_layerwise": match_layerwise, "layers": layers, "teacher_dir": teacher.dir,
            "paradigm": paradigm, "criterion": criterion, "ratio": ratio, "lm_ratio": pruned.plan.lm_ratio,
            "recipe": {"train": train, "loss": loss, "alpha": m["config"]["alpha"], "epochs": epochs, "lr": lr},
            "teacher_scores": teacher.scores, "scored_benchmarks": teacher.scored, "avg_percent_pruned": pruned.avg,

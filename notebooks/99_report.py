@@ -59,18 +59,23 @@ R.show(claims[["claim", "held", "study", "this run", "test"]], verdict="held",
 #
 # "no recovery" is pruning alone (notebooks 01 and 02); the other lines are recoveries (notebooks 03 and 04)
 # with the data share above. Each line starts at the teacher (0 %, 100 %); the dotted line is 95 % of the
-# teacher (the study's data-efficiency goal). The x axis is the *achieved* share of LM parameters removed.
+# teacher (the study's data-efficiency goal). The x axis is the *achieved* share of LM parameters removed. Each
+# point is the mean over its seeds, its band the 95 % interval of items and seeds.
 
 # %%
-view = table[(table["recipe"] == "none") | ((table["fraction"] - fraction).abs() < 1e-9)]
+view = C.pooled(table[(table["recipe"] == "none") | ((table["fraction"] - fraction).abs() < 1e-9)],
+                C.item_results(records))  # one point per configuration: the mean over its seeds
 fig = R.retention_figure(view)
 if fig is not None:
     R.save_figure(fig, figures / "retention.png")
     plt.show()
     piv = view.assign(recipe=view["recipe"].map(R.recipe_label)).pivot_table(
-        index=["paradigm", "ratio"], columns="recipe", values="avg_percent", aggfunc="max").reset_index()
-    R.show(piv, caption="AVG % of the teacher, by requested ratio", percent=["ratio"],
-           digits={c: 1 for c in piv.columns if c not in ("paradigm", "ratio")}, rename={"ratio": "requested ratio"})
+        index=["paradigm", "ratio", "matched"], columns="recipe", values="avg_percent", aggfunc="max").reset_index()
+    piv["matched"] = piv["matched"].map({True: "layerwise's LM ratio", False: "as requested"})
+    R.show(piv, caption="AVG % of the teacher (mean over seeds), by requested ratio; widthwise pruned as requested "
+           "or to the LM ratio layerwise achieved at it", percent=["ratio"],
+           digits={c: 1 for c in piv.columns if c not in ("paradigm", "ratio", "matched")},
+           rename={"ratio": "requested ratio", "matched": "pruned to"})
 else:
     print("no AVG % measured in this sweep")
 

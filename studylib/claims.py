@@ -11,9 +11,19 @@ bootstrap interval over benchmark items (`studylib.intervals`) lies wholly on on
 interval overlaps it, the verdict is "undecided" (the data cannot tell). A claim with several parts is "no" if
 any part is "no", "yes" if every part is "yes", else "undecided". Records without per-item results (written
 before they were kept) are judged on their point estimates, and the test says so.
+
+Seeds: runs of one configuration that differ only in their calibration or recovery seed are pooled (`pool`):
+their mean, with the bootstrap interval of the mean's item noise and the seeds' t half-width added in
+quadrature (`intervals.with_seeds`). Teachers of different seeds (each with its own data and benchmark items)
+are replicates of the whole study: each part of a claim is decided on the mean over teachers with a t-interval
+across them (`intervals.across`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
 
 from . import intervals as I
 
@@ -51,37 +61,52 @@ def _items_key(kind: str, columns: dict, source: dict) -> str:
 
 
 def item_results(records: list[dict]) -> dict:
-    """{"teacher": the teacher's per-item results, "<run_id>#<key>": a measured model's} from the records that
-    carry them (`retention`'s items_key column names each row's); empty when the records hold none, or when
-    they come from different teachers (their items could not be paired)."""
-    out, teachers = {}, []
+    """{"teacher@<teacher_dir>": a teacher's per-item results, "<run_id>#<key>": a measured model's} from the
+    records that carry them (`retention`'s items_key column names each row's, its teacher column the
+    teacher's); with one teacher also {"teacher": its items}. Empty when the records hold none, or when one
+    teacher folder comes with two different sets of items (they could not be paired)."""
+    out, teachers = {}, {}
     for rec, kind, columns, source in measured(records):
         items = rec["metrics"].get("items") or {}
         key = _items_key(kind, columns, source)
         if "teacher" in items and key in items:
-            teachers.append(items["teacher"])
+            t = {b: v for b, v in items["teacher"].items() if sum(v) > 0}  # AVG %'s benchmarks
+            if teachers.setdefault(columns["teacher"], t) != t:
+                return {}
             out[f"{rec['run_id']}#{key}"] = items[key]
-    if not teachers or any(t != teachers[0] for t in teachers):
+    if not teachers:
         return {}
-    return {"teacher": {b: v for b, v in teachers[0].items() if sum(v) > 0}, **out}  # AVG %'s benchmarks
+    only = {"teacher": next(iter(teachers.values()))} if len(teachers) == 1 else {}
+    return {**only, **{f"teacher@{d}": t for d, t in teachers.items()}, **out}
+
+
+def _seeds(m: dict, recovered: bool) -> dict:
+    """The seeds a measurement depends on: the teacher's (`seed`, with its data and benchmark items), the
+    calibration sample's and, after recovery, the recovery subset's and training order's (NaN without)."""
+    seed = m.get("seed", 0)
+    return {"teacher": m.get("teacher_dir", ""), "seed": seed, "calib_seed": m.get("calib_seed", seed),
+            "recovery_seed": m.get("recovery_seed", seed) if recovered else float("nan")}
 
 
 def measured(records: list[dict]):
     """Every model the run records measured, in record order: (record, kind, columns, source). kind: "pruned" (each
     ratio of a pruning notebook, no recovery), "recovered" (a recovery run) or "curve" (each point of a
-    data-efficiency curve); columns: paradigm, criterion, ratio (requested), lm_ratio, recipe ('none' or
-    'train:loss'), fraction (of the data; NaN without recovery); source: the dict holding its scores (`AVG_KEY`,
-    `RELATIVE_KEY`)."""
+    data-efficiency curve); columns: paradigm, criterion, ratio (requested), matched (widthwise pruned to the LM
+    ratio layerwise achieves for `ratio`), lm_ratio, recipe ('none' or 'train:loss'), fraction (of the data; NaN
+    without recovery), and the seeds (`_seeds`); source: the dict holding its scores (`AVG_KEY`, `RELATIVE_KEY`)."""
     for rec in records:
         m, nb = rec["metrics"], rec["notebook"]
         if nb in PRUNING_NOTEBOOKS:
             for r in m.get("per_ratio", []):
                 yield rec, "pruned", {"paradigm": PRUNING_NOTEBOOKS[nb], "criterion": m.get("criterion"),
-                                      "ratio": r["requested_ratio"], "lm_ratio": r["lm_ratio"], "recipe": "none",
-                                      "fraction": float("nan")}, r
+                                      "ratio": r.get("matched_to", r["requested_ratio"]),
+                                      "matched": "matched_to" in r, "lm_ratio": r["lm_ratio"], "recipe": "none",
+                                      "fraction": float("nan"), **_seeds(m, False)}, r
         elif nb in ("03_recovery", "04_data_efficiency"):
             columns = {"paradigm": m["paradigm"], "criterion": m["criterion"], "ratio": m["ratio"],
-                       "lm_ratio": m["lm_ratio"], "recipe": f"{m['recipe']['train']}:{m['recipe']['loss']}"}
+                       "matched": bool(m.get("match_layerwise")) and m["paradigm"] == "widthwise",
+                       "lm_ratio": m["lm_ratio"], "recipe": f"{m['recipe']['train']}:{m['recipe']['loss']}",
+                       **_seeds(m, True)}
             if nb == "03_recovery":
                 yield rec, "recovered", {**columns, "fraction": _fraction(m)}, m
             else:
@@ -90,9 +115,10 @@ def measured(records: list[dict]):
 
 
 def retention(records: list[dict]):
-    """Long table of AVG % against compression: columns paradigm, ratio (requested), lm_ratio, recipe
-    ('none' or 'train:loss'), fraction (of the data; NaN without recovery), avg_percent with its 95 %
-    interval avg_percent_lo and avg_percent_hi (NaN where the record has none), run_id."""
+    """Long table of AVG % against compression, one row per measured model and seed: columns paradigm,
+    criterion, ratio (requested), matched, lm_ratio, recipe ('none' or 'train:loss'), fraction (of the data;
+    NaN without recovery), the seeds (teacher, seed, calib_seed, recovery_seed), avg_percent with its 95 %
+    interval avg_percent_lo and avg_percent_hi (NaN where the record has none), run_id, items_key."""
     import pandas as pd
 
     nan = float("nan")
@@ -100,8 +126,8 @@ def retention(records: list[dict]):
              "avg_percent_hi": source.get(INTERVAL_KEYS[kind][1], nan), "run_id": rec["run_id"],
              "items_key": f"{rec['run_id']}#{_items_key(kind, columns, source)}"}
             for rec, kind, columns, source in measured(records)]
-    cols = ["paradigm", "criterion", "ratio", "lm_ratio", "recipe", "fraction", "avg_percent", "avg_percent_lo",
-            "avg_percent_hi", "run_id", "items_key"]
+    cols = ["paradigm", "criterion", "ratio", "matched", "lm_ratio", "recipe", "fraction", "teacher", "seed",
+            "calib_seed", "recovery_seed", "avg_percent", "avg_percent_lo", "avg_percent_hi", "run_id", "items_key"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -113,6 +139,44 @@ def _fraction(m: dict) -> float:
     if isinstance(f, int) and rec.get("of_examples"):
         return rec["examples"] / rec["of_examples"]
     return float(f) if f is not None else float("nan")
+
+
+POOLED_BY = ["teacher", "paradigm", "criterion", "ratio", "matched", "recipe", "fraction"]
+
+
+def pool(table):
+    """One row per measured configuration of one teacher, pooling its seeds (calibration and recovery):
+    avg_percent is the mean over them, `values` the per-seed AVG %, `seeds` their (calib_seed, recovery_seed),
+    n_seeds their number, items_keys where their per-item results are; a single seed keeps its recorded
+    interval, several get theirs from `_Judge.level` (NaN here)."""
+    import pandas as pd
+
+    t = table.copy()
+    for c, default in (("matched", False), ("teacher", ""), ("calib_seed", 0), ("recovery_seed", float("nan")),
+                       ("items_key", "")):
+        if c not in t:
+            t[c] = default
+    rows = []
+    for _, g in t.groupby(POOLED_BY, dropna=False, sort=False):
+        first = g.iloc[0].to_dict()
+        n = len(g)
+        rows.append({**first, "avg_percent": float(g["avg_percent"].mean()), "lm_ratio": float(g["lm_ratio"].mean()),
+                     "avg_percent_lo": first["avg_percent_lo"] if n == 1 else float("nan"),
+                     "avg_percent_hi": first["avg_percent_hi"] if n == 1 else float("nan"),
+                     "n_seeds": n, "values": tuple(g["avg_percent"]), "items_keys": tuple(g["items_key"]),
+                     "seeds": tuple(zip(g["calib_seed"], g["recovery_seed"].fillna(-1)))})
+    return pd.DataFrame(rows, columns=[*t.columns, "n_seeds", "values", "items_keys", "seeds"])
+
+
+def pooled(table, items: dict | None = None):
+    """`pool(table)` with every row's 95 % interval filled in (`_Judge.level`: of items, and of seeds where it
+    pools several): one point per configuration and teacher, for figures and tables."""
+    t = pool(table)
+    judge = _Judge(items or {})
+    for i, row in t[t["n_seeds"] > 1].iterrows():
+        q = judge.level(row)
+        t.loc[i, ["avg_percent_lo", "avg_percent_hi"]] = [q.lo, q.hi]
+    return t
 
 
 def _best(table, **where):
@@ -129,22 +193,52 @@ def _combine(verdicts: list[str]) -> str:
 
 
 class _Judge:
-    """Deciding quantities and their verdicts, with intervals where the records carry per-item results."""
+    """Deciding quantities of one teacher's pooled rows (`pool`), with intervals where the records carry
+    per-item results: the paired bootstrap over items of the mean over seeds, widened by the seeds' t
+    half-width (`intervals.with_seeds`)."""
 
     def __init__(self, items: dict):
         self.items, self.pointwise = items, False
 
+    def _runs(self, row) -> list | None:
+        keys = row["items_keys"] if "items_keys" in row else (row["items_key"],)
+        runs = [self.items.get(k) for k in keys]
+        return None if any(r is None for r in runs) else runs
+
+    def _teacher(self, row) -> dict | None:
+        return self.items.get(f"teacher@{row['teacher']}" if "teacher" in row else "", self.items.get("teacher"))
+
+    @staticmethod
+    def _n(row) -> int:
+        return int(row["n_seeds"]) if "n_seeds" in row else 1
+
     def level(self, row) -> "I.Interval":
-        """A model's AVG % with its recorded interval (NaN bounds when the record has none)."""
-        return I.Interval(float(row["avg_percent"]), float(row["avg_percent_lo"]), float(row["avg_percent_hi"]))
+        """A model's AVG % (mean over its seeds) with its 95 % interval (NaN bounds without per-item results)."""
+        if self._n(row) == 1:
+            return I.Interval(float(row["avg_percent"]), float(row["avg_percent_lo"]), float(row["avg_percent_hi"]))
+        t, runs = self._teacher(row), self._runs(row)
+        if not t or runs is None:
+            return I.Interval(float(row["avg_percent"]), float("nan"), float("nan"))
+        mean = I.mean_items([{b: r[b] for b in t} for r in runs])
+        return I.with_seeds(I.interval(mean, t), I.seed_half_width(list(row["values"])))
 
     def diff(self, a, b) -> "I.Interval":
-        """AVG %(a) - AVG %(b), paired over the same items (NaN bounds without per-item results)."""
-        t, ia, ib = self.items.get("teacher"), self.items.get(a["items_key"]), self.items.get(b["items_key"])
-        if t and ia is not None and ib is not None:
-            return I.difference({k: ia[k] for k in t}, {k: ib[k] for k in t}, t)
-        nan = float("nan")
-        return I.Interval(float(a["avg_percent"] - b["avg_percent"]), nan, nan)
+        """AVG %(a) - AVG %(b), paired over the same items; with seeds, widened by the seeds' t half-width
+        (of the per-seed differences when both have the same seeds, else of each side's mean, in quadrature)."""
+        t, ra, rb = self._teacher(a), self._runs(a), self._runs(b)
+        if not t or ra is None or rb is None:
+            nan = float("nan")
+            return I.Interval(float(a["avg_percent"] - b["avg_percent"]), nan, nan)
+        ia = I.mean_items([{k: r[k] for k in t} for r in ra])
+        ib = I.mean_items([{k: r[k] for k in t} for r in rb])
+        items_part = I.difference(ia, ib, t)
+        na, nb = self._n(a), self._n(b)
+        if na > 1 and nb > 1 and a["seeds"] == b["seeds"]:
+            half = I.seed_half_width([x - y for x, y in zip(a["values"], b["values"])])
+        else:
+            half = float(np.hypot(I.seed_half_width(list(a["values"])) if na > 1 else 0.0,
+                                  I.seed_half_width(list(b["values"])) if nb > 1 else 0.0))
+        return I.with_seeds(items_part, half)
 
     def verdict(self, q: "I.Interval", margin: float, holds_above: bool = True) -> str:
         """yes / no / undecided for "q beyond margin" (`intervals.verdict`); by the point estimate without an
@@ -160,109 +254,145 @@ def _show(q: "I.Interval", signed: bool = False) -> str:
     return value if q.lo != q.lo else f"{value} [{q.lo:.1f}, {q.hi:.1f}]"
 
 
-def claims_table(table, fraction: float = 0.05, items: dict | None = None):
-    """One row per claim of the study: its figure, ours (from `retention(...)`, with 95 % intervals in
-    brackets), the verdict ('yes', 'no', 'undecided', or 'no evidence' when the sweep did not measure what the
-    claim needs) and the test applied, so a reader can disagree with the operationalisation. `items`:
-    `item_results(records)`, for the paired intervals of differences."""
-    import pandas as pd
+@dataclass
+class Part:
+    """One tested part of a claim: `label` (no numbers, the same for every teacher), its deciding quantity `q`,
+    the margin it is compared with (holds above it, or below with holds_above=False), the seeds behind it,
+    and `context` (the levels behind a difference, for a reader)."""
 
-    t = table.dropna(subset=["avg_percent"]).copy()  # AVG % is undefined only for an untrained teacher
-    for c in ("avg_percent_lo", "avg_percent_hi", "items_key"):
-        if c not in t:
-            t[c] = float("nan") if c != "items_key" else ""
-    t["ratio"] = t["ratio"].round(2)
+    label: str
+    q: "I.Interval"
+    margin: float
+    holds_above: bool = True
+    n_seeds: int = 1
+    signed: bool = True
+    context: str = ""
+
+
+def _parts(t, fraction: float, judge: _Judge) -> dict[str, list[Part]]:
+    """The tested parts of every claim, from one teacher's pooled rows."""
     none = t[t["recipe"] == "none"]
     rec = t[(t["recipe"] != "none") & ((t["fraction"] - fraction).abs() < 1e-9)]
-    judge, out = _Judge(items or {}), []
+    parts: dict[str, list[Part]] = {c[0]: [] for c in CLAIMS}
+    n = _Judge._n
 
-    def add(n, ours, parts, test):
-        cid, claim, theirs = next(c for c in CLAIMS if c[0] == n)
-        held = _combine(parts) if parts else "no evidence"
-        out.append({"claim": f"{cid}. {claim}", "study": theirs, "this run": ours or "not measured", "held": held,
-                    "test": test})
-
-    # 1: no recovery, width - layer > 0 at requested 15 % and 30 %
-    parts, shown = [], []
+    # 1: no recovery, width - layer > 0 at requested 15 % and 30 %, at layerwise's LM ratio where measured
     for r in (0.15, 0.30):
-        w, l = _best(none, paradigm="widthwise", ratio=r), _best(none, paradigm="layerwise", ratio=r)
+        l = _best(none, paradigm="layerwise", ratio=r)
+        w = _best(none, paradigm="widthwise", ratio=r, matched=True) if len(none) else None
+        w = w if w is not None else _best(none, paradigm="widthwise", ratio=r, matched=False)
         if w is not None and l is not None:
-            d = judge.diff(w, l)
-            parts.append(judge.verdict(d, 0.0))
-            shown.append(f"{r:.0%}: width {w.avg_percent:.1f} vs layer {l.avg_percent:.1f} (achieved LM ratios "
-                         f"{w.lm_ratio:.1%} and {l.lm_ratio:.1%}), difference {_show(d, True)}")
-    add("1", "; ".join(shown), parts,
-        "width - layer AVG % > 0 at requested 15 % and 30 % (no recovery; layerwise removes whole blocks, so its "
-        "achieved ratio is the nearest multiple of one block)")
+            parts["1"].append(Part(f"{r:.0%}: width - layer", judge.diff(w, l), 0.0, n_seeds=max(n(w), n(l)),
+                                   context=f"width {w.avg_percent:.1f} vs layer {l.avg_percent:.1f} at LM ratios "
+                                           f"{w.lm_ratio:.1%} and {l.lm_ratio:.1%}"))
 
-    # 2: at 15 % projector-only recovers something and is within 2 points of the best; at a larger ratio it
-    # falls short of the best by more than 2 (else "suffices at small ratios" says nothing)
-    parts, shown = [], []
+    # 2: at 15 % projector-only recovers something and is within 2 points of the best; at the next larger ratio
+    # it falls short of the best by more than 2 (else "suffices at small ratios" says nothing)
     for p in ("layerwise", "widthwise"):
-        proj, best, bare = (_best(rec, paradigm=p, ratio=0.15, recipe="projector:ce"), _best(rec, paradigm=p, ratio=0.15),
-                            _best(none, paradigm=p, ratio=0.15))
+        proj, best = _best(rec, paradigm=p, ratio=0.15, recipe="projector:ce"), _best(rec, paradigm=p, ratio=0.15)
+        bare = _best(none, paradigm=p, ratio=0.15, matched=bool(proj["matched"])) if proj is not None else None
         if proj is None or best is None or bare is None:
             continue
-        gain, gap = judge.diff(proj, bare), judge.diff(best, proj)
-        parts += [judge.verdict(gain, 0.0), judge.verdict(gap, 2.0, holds_above=False)]
-        shown.append(f"{p} 15 %: projector {proj.avg_percent:.1f} vs best {best.avg_percent:.1f} ({best.recipe}), "
-                     f"gap {_show(gap, True)}, gain over no recovery {_show(gain, True)}")
+        parts["2"] += [Part(f"{p} 15%: projector - none", judge.diff(proj, bare), 0.0, n_seeds=n(proj)),
+                       Part(f"{p} 15%: best - projector", judge.diff(best, proj), 2.0, False, n(proj),
+                            context=f"best {best.recipe} {best.avg_percent:.1f}")]
         larger = rec[(rec["paradigm"] == p) & (rec["ratio"] > 0.15) & (rec["recipe"] == "projector:ce")]
-        for r in sorted(larger["ratio"].unique()):
+        for r in sorted(larger["ratio"].unique())[:1]:  # the next larger ratio measured
             proj_r, best_r = _best(rec, paradigm=p, ratio=r, recipe="projector:ce"), _best(rec, paradigm=p, ratio=r)
-            gap_r = judge.diff(best_r, proj_r)
-            parts.append(judge.verdict(gap_r, 2.0))
-            shown.append(f"{p} {r:.0%}: best - projector {_show(gap_r, True)}")
-            break  # the next larger ratio measured
-    add("2", "; ".join(shown), parts,
-        "at 15 %: projector-only - no recovery > 0 and best - projector-only < 2 points; at the next larger "
-        "ratio measured: best - projector-only > 2 points")
+            parts["2"].append(Part(f"{p} {r:.0%}: best - projector", judge.diff(best_r, proj_r), 2.0,
+                                   n_seeds=n(proj_r), context=f"best {best_r.recipe}"))
 
     # 3: ce+hidden within 0.5 point of the best recipe at every (paradigm, ratio) with several recipes
-    parts, shown = [], []
     for (p, r), g in rec.groupby(["paradigm", "ratio"]):
         if g["recipe"].nunique() < 2 or not g["recipe"].str.endswith(":ce+hidden").any():
             continue
         hid = _best(g[g["recipe"].str.endswith(":ce+hidden")])
         other = _best(g[~g["recipe"].str.endswith(":ce+hidden")])
-        d = judge.diff(hid, other)
-        parts.append(judge.verdict(d, -0.5))
-        shown.append(f"{p} {r:.0%}: ce+hidden {hid.avg_percent:.1f}, best other {other.recipe} "
-                     f"{other.avg_percent:.1f}, difference {_show(d, True)}")
-    add("3", "; ".join(shown), parts,
-        "ce+hidden - the best other recipe > -0.5 point at every (paradigm, ratio) with several recipes")
+        parts["3"].append(Part(f"{p} {r:.0%}: ce+hidden - best other", judge.diff(hid, other), -0.5,
+                               n_seeds=min(n(hid), n(other)),
+                               context=f"{hid.avg_percent:.1f} vs {other.recipe} {other.avg_percent:.1f}"))
 
     # 4: with `fraction` of the data, the best recipe at <= 30 % keeps > 95 %
-    parts, shown = [], []
     for (p, r), g in rec[rec["ratio"] <= 0.30].groupby(["paradigm", "ratio"]):
         best = _best(g)
-        q = judge.level(best)
-        parts.append(judge.verdict(q, 95.0))
-        shown.append(f"{p} {r:.0%}: {_show(q)} ({best.recipe})")
-    add("4", "; ".join(shown), parts, f"best AVG % with {fraction:.0%} of the data > 95 at every ratio <= 30 %")
+        parts["4"].append(Part(f"{p} {r:.0%}: best AVG %", judge.level(best), 95.0, n_seeds=n(best), signed=False,
+                               context=best.recipe))
 
-    # 5: with recovery, layer - width > 0 up to 30 %, width - layer > 0 from 45 % (needs both sides)
-    parts, shown, sides = [], [], set()
+    # 5: with recovery, layer - width > 0 up to 30 %, width - layer > 0 from 45 %, at one LM ratio where
+    # measured (widthwise `matched`), else at the requested one (needs both sides)
     for r in sorted(rec["ratio"].unique()):
-        l, w = _best(rec, paradigm="layerwise", ratio=r), _best(rec, paradigm="widthwise", ratio=r)
+        l = _best(rec, paradigm="layerwise", ratio=r)
+        widths = rec[(rec["paradigm"] == "widthwise") & (rec["ratio"] == r)]
+        w = _best(widths[widths["matched"]]) if widths["matched"].any() else _best(widths)
         if l is None or w is None:
             continue
-        d = judge.diff(l, w) if r <= 0.30 else judge.diff(w, l)
-        sides.add(r <= 0.30)
-        parts.append(judge.verdict(d, 0.0))
-        shown.append(f"{r:.0%}: layer {l.avg_percent:.1f} vs width {w.avg_percent:.1f}, "
-                     f"{'layer - width' if r <= 0.30 else 'width - layer'} {_show(d, True)}")
-    if parts and sides != {True, False}:
-        parts.append("no")  # the claim is about both sides of 30-45 %
-    add("5", "; ".join(shown), parts,
-        "best recovered: layer - width > 0 at <= 30 %, width - layer > 0 at >= 45 % (needs both sides)")
+        small = r <= 0.30
+        parts["5"].append(Part(f"{r:.0%}: {'layer - width' if small else 'width - layer'}",
+                               judge.diff(l, w) if small else judge.diff(w, l), 0.0, n_seeds=min(n(l), n(w)),
+                               context=f"layer {l.avg_percent:.1f} ({l.recipe}) vs width {w.avg_percent:.1f} "
+                                       f"({w.recipe}) at LM ratios {l.lm_ratio:.1%} and {w.lm_ratio:.1%}"))
 
     # 6: at >= 60 %, the best recovered model keeps < 90 %
     best6 = _best(rec[rec["ratio"] >= 0.60])
-    q6 = judge.level(best6) if best6 is not None else None
-    add("6", f"best at {best6['ratio']:.0%}: {_show(q6)} ({best6['paradigm']}, {best6['recipe']})"
-        if best6 is not None else "", [judge.verdict(q6, 90.0, holds_above=False)] if best6 is not None else [],
-        "best recovered AVG % at >= 60 % < 90")
+    if best6 is not None:
+        parts["6"].append(Part(f"best at {best6['ratio']:.0%}", judge.level(best6), 90.0, False, n(best6),
+                               signed=False, context=f"{best6['paradigm']}, {best6['recipe']}"))
+    return parts
+
+
+TESTS = {
+    "1": "width - layer AVG % > 0 at requested 15 % and 30 % (no recovery), widthwise pruned to the LM ratio the "
+         "layerwise plan achieved (whole blocks) where measured",
+    "2": "at 15 %: projector-only - no recovery > 0 and best - projector-only < 2 points; at the next larger "
+         "ratio measured: best - projector-only > 2 points",
+    "3": "ce+hidden - the best other recipe > -0.5 point at every (paradigm, ratio) with several recipes",
+    "4": "best AVG % with {fraction:.0%} of the data > 95 at every ratio <= 30 %",
+    "5": "best recovered: layer - width > 0 at <= 30 %, width - layer > 0 at >= 45 % (needs both sides), widthwise "
+         "at layerwise's LM ratio where measured",
+    "6": "best recovered AVG % at >= 60 % < 90",
+}
+
+
+def claims_table(table, fraction: float = 0.05, items: dict | None = None):
+    """One row per claim of the study: its figure, ours (from `retention(...)`, each deciding quantity with its
+    95 % interval in brackets and the seeds behind it), the verdict ('yes', 'no', 'undecided', or 'no evidence'
+    when the sweep did not measure what the claim needs) and the test applied, so a reader can disagree with
+    the operationalisation. `items`: `item_results(records)`, for the paired intervals.
+
+    Seeds of one teacher (calibration, recovery) are pooled (`pool`); with several teachers (their own data,
+    benchmark items and seeds), each part's quantity is averaged over the teachers with a 95 % t-interval
+    across them (`intervals.across`), and the per-teacher values are listed."""
+    import pandas as pd
+
+    t = table.dropna(subset=["avg_percent"]).copy()  # AVG % is undefined only for an untrained teacher
+    for c in ("avg_percent_lo", "avg_percent_hi"):
+        if c not in t:
+            t[c] = float("nan")
+    t["ratio"] = t["ratio"].round(2)
+    t = pool(t)
+    judge = _Judge(items or {})
+    teachers = list(dict.fromkeys(t["teacher"]))
+    by_teacher = [_parts(t[t["teacher"] == d], fraction, judge) for d in teachers] or [_parts(t, fraction, judge)]
+    out = []
+    for cid, claim, theirs in CLAIMS:
+        if len(by_teacher) == 1:
+            parts = by_teacher[0][cid]
+            shown = [f"{p.label} {_show(p.q, p.signed)}" + (f" ({p.context})" if p.context else "")
+                     + (f", {p.n_seeds} seeds" if p.n_seeds > 1 else "") for p in parts]
+            verdicts = [judge.verdict(p.q, p.margin, p.holds_above) for p in parts]
+        else:
+            labels = [p.label for p in by_teacher[0][cid]]
+            shown, verdicts = [], []
+            for label in labels:
+                each = [next((p for p in bt[cid] if p.label == label), None) for bt in by_teacher]
+                each = [p for p in each if p is not None]
+                q = I.across([p.q.value for p in each])
+                verdicts.append(judge.verdict(q, each[0].margin, each[0].holds_above))
+                shown.append(f"{label} {_show(q, each[0].signed)} over {len(each)} teachers ("
+                             + ", ".join(f"{p.q.value:.1f}" for p in each) + ")")
+        out.append({"claim": f"{cid}. {claim}", "study": theirs, "this run": "; ".join(shown) or "not measured",
+                    "held": _combine(verdicts) if verdicts else "no evidence",
+                    "test": TESTS[cid].format(fraction=fraction)})
     table_out = pd.DataFrame(out)
     if judge.pointwise:
         table_out["test"] += " (point estimates: these records carry no per-item results)"
@@ -278,13 +408,18 @@ def decision_guide(table, fraction: float = 0.05, items: dict | None = None):
     """For each ratio band and training budget, the (paradigm, recipe) that retained most in this run
     (recovery with `fraction` of the data), computed from the measurements, never written by hand. `tie with`
     names the runner-up (another paradigm or recipe) when the paired 95 % interval of best - runner-up
-    includes 0 (`items`: `item_results(records)`; without them, no tie can be called and the column says so)."""
+    includes 0 (`items`: `item_results(records)`; without them, no tie can be called and the column says so).
+    Seeds are pooled (`pool`); of several teachers, the first one's runs are used."""
     import pandas as pd
 
     t = table.dropna(subset=["avg_percent"])
     t = t[(t["recipe"] == "none") | ((t["fraction"] - fraction).abs() < 1e-9)].copy()
-    if "items_key" not in t:
-        t["items_key"] = ""
+    for c in ("avg_percent_lo", "avg_percent_hi"):
+        if c not in t:
+            t[c] = float("nan")
+    t = pool(t)
+    if t["teacher"].nunique() > 1:  # one teacher's study (the first): rows of several would not be paired
+        t = t[t["teacher"] == t["teacher"].iloc[0]]
     t["trained"] = t["recipe"].str.split(":").str[0]
     judge, rows = _Judge(items or {}), []
     for band, lo, hi in RATIO_BANDS:

@@ -97,3 +97,32 @@ def verdict(deciding: Interval, margin: float, holds_above: bool = True) -> str:
     if above or below:
         return "holds" if above == holds_above else "does not hold"
     return "undecided"
+
+
+def mean_items(runs: list[ItemScores]) -> ItemScores:
+    """Per item, the mean score over several runs of one model (its seeds) on the same items. AVG % is linear in
+    the model's scores, so AVG % of this mean is the mean of the runs' AVG %."""
+    return {b: np.mean([np.asarray(r[b], dtype=float) for r in runs], axis=0) for b in runs[0]}
+
+
+def seed_half_width(values: list[float]) -> float:
+    """Half-width of the 95 % t-interval of a mean over seeds: t_{0.975, n-1} * sd / sqrt(n) (0 for one seed)."""
+    from scipy import stats
+
+    n = len(values)
+    return 0.0 if n < 2 else float(stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / np.sqrt(n))
+
+
+def with_seeds(items_part: Interval, seed_half: float) -> Interval:
+    """A mean over seeds evaluated on the same items, with both sources of noise: the bootstrap interval of the
+    mean's item noise and the seeds' t half-width added in quadrature on each side,
+    lo = v - sqrt((v - lo_items)^2 + h_seeds^2), hi = v + sqrt((hi_items - v)^2 + h_seeds^2)."""
+    v = items_part.value
+    return Interval(v, float(v - np.hypot(v - items_part.lo, seed_half)), float(v + np.hypot(items_part.hi - v, seed_half)))
+
+
+def across(values: list[float]) -> Interval:
+    """The mean of independent replicates (teachers of different seeds, each on its own benchmark items) with
+    its 95 % t-interval: their spread already holds every source of noise."""
+    m, h = float(np.mean(values)), seed_half_width(values)
+    return Interval(m, m - h, m + h) if len(values) > 1 else Interval(m, float("nan"), float("nan"))

@@ -607,10 +607,10 @@ def ensure_recovered(student, teacher, data, cfg: RecoveryConfig, out_dir: str |
 
 
 def recovery_config(teacher: "study.Teacher", **settings) -> RecoveryConfig:
-    """A RecoveryConfig over the teacher's instruction data with the teacher's seed (bf16 with a bfloat16
-    teacher); `settings` are RecoveryConfig's fields."""
-    return RecoveryConfig(n_train=len(teacher.train_data), seed=teacher.seed, bf16=teacher.dtype == "bfloat16",
-                          **settings)
+    """A RecoveryConfig over the teacher's instruction data (bf16 with a bfloat16 teacher); `settings` are
+    RecoveryConfig's fields, `seed` (the data subset's and the training order's) by default the teacher's."""
+    return RecoveryConfig(**{"n_train": len(teacher.train_data), "seed": teacher.seed,
+                             "bf16": teacher.dtype == "bfloat16", **settings})
 
 
 @dataclass

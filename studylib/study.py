@@ -166,22 +166,25 @@ def by_benchmark(rel: pd.DataFrame) -> dict:
 # Importance: calibration samples and every criterion's scores, computed once
 
 
-def calibration(teacher: Teacher, criterion: str, n: int = 0) -> list[dict]:
-    """`n` calibration samples (0: the criterion's default) drawn from the teacher's instruction data, as
-    model-input batches (`pruning.calibration_batches`); none for a criterion that needs no data."""
+def calibration(teacher: Teacher, criterion: str, n: int = 0, seed: int | None = None) -> list[dict]:
+    """`n` calibration samples (0: the criterion's default) drawn with `seed` (None: the teacher's) from the
+    teacher's instruction data, as model-input batches (`pruning.calibration_batches`); none for a criterion
+    that needs no data."""
     if not P.needs_calibration(criterion):
         return []
-    return P.calibration_batches(teacher.processor, n or P.default_calib_samples(criterion), teacher.seed,
+    return P.calibration_batches(teacher.processor, n or P.default_calib_samples(criterion),
+                                 teacher.seed if seed is None else seed,
                                  cache_dir=teacher.cache_dir, n_train=teacher.n_train, data=teacher.train_data)
 
 
-def importance(teacher: Teacher, paradigm: str, criteria: list[str], calib: dict[str, list[dict]]):
+def importance(teacher: Teacher, paradigm: str, criteria: list[str], calib: dict[str, list[dict]],
+               seed: int | None = None):
     """Scores of every criterion (computed once, reused for every ratio) and the seconds each took.
-    `calib[c]`: the calibration batches of criterion c."""
+    `calib[c]`: the calibration batches of criterion c; `seed` (None: the teacher's) seeds the random one."""
     scores, seconds = {}, {}
     for c in criteria:
         t0 = time.time()
-        scores[c] = P.compute_scores(teacher.model, paradigm, c, calib[c], seed=teacher.seed)
+        scores[c] = P.compute_scores(teacher.model, paradigm, c, calib[c], seed=teacher.seed if seed is None else seed)
         seconds[c] = time.time() - t0
     return scores, seconds
 
@@ -220,11 +223,39 @@ def prune_and_evaluate(teacher: Teacher, scores, ratio: float, name: str = "prun
     return Pruned(plan, model, table, relative(teacher, table), items, interval(teacher, items))
 
 
-def prune_one(teacher: Teacher, paradigm: str, criterion: str, ratio: float, calib_samples: int = 0) -> Pruned:
-    """One pruned model: the criterion's scores on its calibration samples, then `prune_and_evaluate`."""
-    scores = P.compute_scores(teacher.model, paradigm, criterion, calibration(teacher, criterion, calib_samples),
-                              seed=teacher.seed)
-    pruned = prune_and_evaluate(teacher, scores, ratio)
+def layerwise_ratio(teacher: Teacher, ratio: float) -> float:
+    """The LM ratio a layerwise plan achieves for a requested `ratio` (whole blocks: the nearest multiple of one
+    block). Blocks of one model have one size, so it does not depend on which blocks go; it is computed from
+    the `deepest` plan (no data needed)."""
+    scores = P.compute_scores(teacher.model, "layerwise", "deepest", [], seed=0)
+    return P.make_plan(teacher.model, scores, ratio).lm_ratio
+
+
+def matched_ratios(teacher: Teacher, ratios: list[float], scores, **plan_options) -> dict[float, float]:
+    """{requested ratio: `layerwise_ratio`} for every ratio that widthwise pruning (with `scores` and
+    `plan_options`, `pruning.make_plan`'s) can reach; the others are named and left out."""
+    out = {}
+    for r in ratios:
+        m = layerwise_ratio(teacher, r)
+        try:
+            P.make_plan(teacher.model, scores, m, **plan_options)
+            out[r] = m
+        except ValueError as e:  # beyond what the candidate blocks can lose
+            print(f"no widthwise model at layerwise's LM ratio {m:.1%} (requested {r:.0%}): {e}")
+    return out
+
+
+def prune_one(teacher: Teacher, paradigm: str, criterion: str, ratio: float, calib_samples: int = 0,
+              calib_seed: int | None = None, match_layerwise: bool = False, **plan_options) -> Pruned:
+    """One pruned model: the criterion's scores on its calibration samples (drawn with `calib_seed`; None: the
+    teacher's seed), then `prune_and_evaluate` at `ratio`, or with `match_layerwise` (widthwise) at the ratio a
+    layerwise plan achieves for it (`layerwise_ratio`), so that the paradigms are compared at one LM ratio."""
+    scores = P.compute_scores(teacher.model, paradigm, criterion,
+                              calibration(teacher, criterion, calib_samples, calib_seed),
+                              seed=teacher.seed if calib_seed is None else calib_seed)
+    if match_layerwise and paradigm == "widthwise":
+        ratio = layerwise_ratio(teacher, ratio)
+    pruned = prune_and_evaluate(teacher, scores, ratio, **plan_options)
     plan = pruned.plan
     print(f"{paradigm} / {criterion}: requested {ratio:.0%}, achieved LM ratio {plan.lm_ratio:.1%} "
           f"({plan.lm_params_before:,} -> {plan.lm_params_after:,} LM parameters); AVG % without recovery "
@@ -280,17 +311,20 @@ def ratio_table(teacher: Teacher, results: dict, criterion: str, ratios: list) -
 
 
 def pruning_metrics(teacher: Teacher, results: dict, criterion: str, ratios: list, compare_ratio: float,
-                    criteria: list[str]) -> dict:
+                    criteria: list[str], matched: dict | None = None) -> dict:
     """The part of notebooks 01 and 02's metrics record that the report reads: AVG % and per-benchmark
     relative scores at every ratio (for `criterion`) and for every criterion at `compare_ratio`, and the
-    plans."""
+    plans. `matched`: {requested ratio: the LM ratio a layerwise plan achieves for it} that `criterion` was
+    also pruned to (`layerwise_ratio`); their per_ratio entries say `matched_to` the requested ratio."""
+    matched = matched or {}
+    entry = lambda r: {**plan_summary(results[criterion, r].plan), "avg_percent": results[criterion, r].avg,
+                       "avg_percent_lo": results[criterion, r].interval.lo,
+                       "avg_percent_hi": results[criterion, r].interval.hi,
+                       "relative": by_benchmark(results[criterion, r].relative)}
     return {
         "teacher_dir": teacher.dir, "teacher_scores": teacher.scores, "scored_benchmarks": teacher.scored,
         "chance_avg_percent": teacher.chance_avg,
-        "per_ratio": [{**plan_summary(results[criterion, r].plan), "avg_percent": results[criterion, r].avg,
-                       "avg_percent_lo": results[criterion, r].interval.lo,
-                       "avg_percent_hi": results[criterion, r].interval.hi,
-                       "relative": by_benchmark(results[criterion, r].relative)} for r in ratios],
+        "per_ratio": [entry(r) for r in ratios] + [{**entry(m), "matched_to": r} for r, m in matched.items()],
         "comparison": {"ratio": compare_ratio,
                        "avg_percent": {c: results[c, compare_ratio].avg for c in criteria},
                        "relative": {c: by_benchmark(results[c, compare_ratio].relative) for c in criteria}},

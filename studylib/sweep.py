@@ -18,6 +18,16 @@ through other studylib modules), its parameters and the run ids of the cells it 
 teacher reruns what depends on it). Markdown cells and outputs are not covered: a prose edit reruns nothing,
 while a change to the library reruns the cells whose notebooks import what changed, without `--force`.
 
+`replicates` (optional, written like a grid) runs the whole list of cells once per element, with the element's
+parameters added to `defaults`, and a cell's `after` names the cells of its own replica; so
+
+    replicates:
+      teacher: [{label: t0, seed: 0, calib_seed: 0, recovery_seed: 0}, {label: t1, seed: 1, ...}]
+
+reruns the study on three teachers of different seeds, each with its own pruning and recovery seeds
+(configs/seeds.yaml). A seed that varies within one teacher is an ordinary grid axis (configs/default.yaml's
+`recovery_seed`); the report pools the runs that differ only in their seeds (`claims.pool`).
+
 A cell that comes after a 00_teacher cell runs on the teacher that cell trained: its record's `teacher_dir`
 is passed as the cell's `teacher_dir` parameter (`teacher_for`), unless the cell sets one itself. So the
 pruning and recovery notebooks need not repeat the teacher's training settings, and cannot disagree with them.
@@ -245,7 +255,7 @@ def _grid(grid: dict) -> list[tuple[dict, list]]:
     return combos
 
 
-TOP_KEYS = ("defaults", "cells")
+TOP_KEYS = ("defaults", "cells", "replicates")
 CELL_KEYS = ("notebook", "parameters", "grid", "after")
 INJECTED = ("metrics_path",)  # set by the sweep for every cell (`run_cell`): not for a config to set
 
@@ -265,6 +275,23 @@ def expand(config: dict, source: str = "config", check_names: bool = False) -> l
     defaults = config.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ValueError(f"{source}: 'defaults' must map parameter names to values, got {defaults!r}")
+    if config.get("replicates") is not None and not isinstance(config["replicates"], dict):
+        raise ValueError(f"{source}: 'replicates' must map a name to a list of parameter sets, like a grid, "
+                         f"got {config['replicates']!r}")
+    cells: list[Cell] = []
+    for replica, replica_parts in _grid(config["replicates"]) if config.get("replicates") else [({}, [])]:
+        cells += _expand_cells(config, {**defaults, **replica}, replica_parts, source)
+    ids = [c.run_id for c in cells]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"{source}: cells {dup} are listed twice with the same parameters")
+    if check_names:
+        check_parameters(config, source)
+    return cells
+
+
+def _expand_cells(config: dict, defaults: dict, replica_parts: list, source: str) -> list[Cell]:
+    """The cells of one replica of a config (`after` names cells of the same replica)."""
     cells: list[Cell] = []
     by_notebook: dict[str, list[str]] = {}
     for i, entry in enumerate(config["cells"]):
@@ -295,16 +322,10 @@ def expand(config: dict, source: str = "config", check_names: bool = False) -> l
         for params, parts in _grid(entry["grid"]) if entry.get("grid") else [({}, [])]:
             full = {**defaults, **(entry.get("parameters") or {}), **params}
             digest = _hash({"notebook": nb_hash, "parameters": full, "after": after})
-            readable = _readable(parts)
+            readable = _readable([*replica_parts, *parts])
             run_id = f"{name}-{readable}-{digest}" if readable else f"{name}-{digest}"
             cells.append(Cell(name, full, after, run_id, str(_notebook_path(name).resolve())))
             by_notebook.setdefault(name, []).append(run_id)
-    ids = [c.run_id for c in cells]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        raise ValueError(f"{source}: cells {dup} are listed twice with the same parameters")
-    if check_names:
-        check_parameters(config, source)
     return cells
 
 
@@ -332,6 +353,11 @@ def check_parameters(config: dict, source: str = "config") -> None:
     for key in defaults:
         if key in INJECTED or key not in everywhere:
             raise bad(key, everywhere, f"defaults (given to {', '.join(known)})")
+    for name, values in (config.get("replicates") or {}).items():  # added to the defaults of each replica
+        for value in values:
+            for key in [k for k in value if k != "label"] if isinstance(value, dict) else [name]:
+                if key in INJECTED or key not in everywhere:
+                    raise bad(key, everywhere, f"replicates {name!r}")
     for i, entry in enumerate(cells):
         name = entry["notebook"]
         valid = known[name]

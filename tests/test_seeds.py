@@ -1,0 +1,126 @@
+"""Seeds: intervals over seeds, pooling of runs that differ only in their seeds, claims over several teachers,
+and the sweep's `replicates`."""
+
+import numpy as np
+import pytest
+
+from studylib import claims as C, intervals as I, sweep as S
+from test_claims import N, TEACHER, items, pruning_record
+
+
+def test_the_seed_half_width_is_the_t_interval_of_the_mean():
+    # values 1, 2, 3: sd 1, t_{0.975, 2} = 4.3027
+    assert I.seed_half_width([1.0, 2.0, 3.0]) == pytest.approx(4.3027 / np.sqrt(3), rel=1e-4)
+    assert I.seed_half_width([5.0]) == 0.0
+    wide = I.with_seeds(I.Interval(10.0, 9.0, 12.0), 4.0)
+    assert (wide.lo, wide.hi) == pytest.approx((10 - np.hypot(1, 4), 10 + np.hypot(2, 4)))
+    assert I.with_seeds(I.Interval(10.0, 9.0, 12.0), 0.0) == I.Interval(10.0, 9.0, 12.0)
+    across = I.across([80.0, 82.0, 84.0])
+    assert across.value == 82.0 and across.half_width == pytest.approx(4.3027 * 2 / np.sqrt(3), rel=1e-4)
+
+
+def test_the_mean_over_seeds_of_item_scores_gives_the_mean_avg_percent():
+    runs = [items(0.6, s) for s in range(3)]
+    assert I.avg_percent(I.mean_items(runs), TEACHER) == pytest.approx(np.mean([I.avg_percent(r, TEACHER) for r in runs]))
+
+
+def recovered_record(run_id, paradigm, ratio, recipe, it, recovery_seed, teacher_dir="t", teacher=TEACHER):
+    iv = I.interval(it, teacher)
+    train, loss = recipe.split(":")
+    return {"run_id": run_id, "notebook": "03_recovery", "metrics": {
+        "paradigm": paradigm, "criterion": "bi" if paradigm == "layerwise" else "taylor", "ratio": ratio,
+        "lm_ratio": ratio, "recipe": {"train": train, "loss": loss}, "data_fraction": 0.05, "seed": 0,
+        "calib_seed": 0, "recovery_seed": recovery_seed, "teacher_dir": teacher_dir,
+        "avg_percent_recovered": iv.value, "avg_percent_recovered_lo": iv.lo, "avg_percent_recovered_hi": iv.hi,
+        "items": {"teacher": teacher, "recovered": it}}}
+
+
+def claim(records, n):
+    table = C.claims_table(C.retention(records), items=C.item_results(records))
+    return table.set_index(table["claim"].str.split(".").str[0]).loc[n]
+
+
+def test_seeds_are_pooled_and_their_spread_widens_the_interval():
+    # claim 3 at layerwise 30 %: ce+hidden against lora:ce, three recovery seeds each
+    base = items(0.8, 0)
+    hidden = [items(None, 10 + s, base=base, flips=f) for s, f in enumerate((2, 30, 60))]  # seeds disagree
+    ce = [items(None, 20 + s, base=base, flips=3) for s in range(3)]
+    records = ([recovered_record(f"h{s}", "layerwise", 0.30, "lora:ce+hidden", it, s) for s, it in enumerate(hidden)]
+               + [recovered_record(f"c{s}", "layerwise", 0.30, "lora:ce", it, s) for s, it in enumerate(ce)])
+    pooled = C.pool(C.retention(records))
+    assert sorted(pooled["n_seeds"]) == [3, 3] and len(pooled) == 2
+    row = claim(records, "3")
+    assert "3 seeds" in row["this run"], row["this run"]
+    # the interval with seeds is wider than the items-only interval of the same means
+    judge = C._Judge(C.item_results(records))
+    h, c = pooled.iloc[0], pooled.iloc[1]
+    with_seeds = judge.diff(h, c)
+    items_only = I.difference(I.mean_items([judge.items[k] for k in h["items_keys"]]),
+                              I.mean_items([judge.items[k] for k in c["items_keys"]]), TEACHER)
+    assert with_seeds.value == pytest.approx(items_only.value)
+    assert with_seeds.hi - with_seeds.lo > items_only.hi - items_only.lo
+
+
+def teachers_records(gaps):
+    """Pruning records of one teacher per gap (width - layer accuracy, in points), each on its own items."""
+    records = []
+    for t, gap in enumerate(gaps):
+        rng = np.random.default_rng(t)
+        for paradigm, p in (("layerwise", 0.70), ("widthwise", 0.70 + gap / 100)):
+            rec = pruning_record(f"{paradigm}{t}", {"layerwise": "01_layerwise", "widthwise": "02_widthwise"}[paradigm],
+                                 "bi" if paradigm == "layerwise" else "taylor",
+                                 {r: {b: [int(x) for x in rng.random(N) < p] for b in TEACHER} for r in (0.15, 0.30)})
+            rec["metrics"]["teacher_dir"] = f"teacher{t}"
+            records.append(rec)
+    return records
+
+
+def test_claims_over_several_teachers_are_decided_across_them():
+    row = claim(teachers_records((8.0, 9.0, 10.0)), "1")  # width beats layer by 8-10 points on every teacher
+    assert "over 3 teachers" in row["this run"] and row["held"] == "yes", row["this run"]
+    # teachers that disagree on the sign: the t-interval across them spans 0
+    assert claim(teachers_records((8.0, 9.0, -25.0)), "1")["held"] == "undecided"
+
+
+def config(**top):
+    return {"cells": [{"notebook": "00_teacher"}, {"notebook": "03_recovery", "after": ["00_teacher"]}], **top}
+
+
+def test_replicates_run_every_cell_per_element_after_its_own_teacher():
+    cells = S.expand(config(replicates={"teacher": [{"label": "t0", "seed": 0}, {"label": "t1", "seed": 1}]}),
+                     check_names=True)
+    teachers = [c for c in cells if c.notebook == "00_teacher"]
+    recoveries = [c for c in cells if c.notebook == "03_recovery"]
+    assert [c.parameters["seed"] for c in teachers] == [0, 1] and len(recoveries) == 2
+    assert [r.after for r in recoveries] == [[t.run_id] for t in teachers]
+    assert all("-t0-" in c.run_id or "-t1-" in c.run_id for c in cells)
+    with pytest.raises(ValueError, match="replicates 'teacher'.*unknown parameter 'sed'"):
+        S.expand(config(replicates={"teacher": [{"sed": 1}]}), check_names=True)
+    with pytest.raises(ValueError, match="'replicates' must map"):
+        S.expand(config(replicates=[0, 1]))
+
+
+def test_the_shipped_seed_configs_expand():
+    seeds = S.load_config(S.files.home() / "configs" / "seeds.yaml")
+    assert sum(c.notebook == "00_teacher" for c in seeds) == 3
+    default = S.load_config(S.files.home() / "configs" / "default.yaml")
+    recovery = [c for c in default if c.notebook == "03_recovery"]
+    assert {c.parameters["recovery_seed"] for c in recovery} == {0, 1, 2}
+    assert all(c.parameters.get("match_layerwise") for c in recovery if c.parameters["paradigm"] == "widthwise")
+
+
+def test_widthwise_matched_to_layerwise_prunes_to_the_ratio_layerwise_achieves(tiny_teacher, cache_dir, one_thread):
+    from studylib import study
+
+    teacher = study.load_teacher(teacher_dir=str(tiny_teacher), n_train=200, n_bench=10, cache_dir=str(cache_dir))
+    target = study.layerwise_ratio(teacher, 0.15)  # whole blocks: not 15 %
+    layer = study.prune_one(teacher, "layerwise", "bi", 0.15, calib_samples=4)
+    assert layer.plan.lm_ratio == pytest.approx(target) and target != pytest.approx(0.15, abs=0.005)
+    width = study.prune_one(teacher, "widthwise", "l2", 0.15, match_layerwise=True)
+    assert abs(width.plan.lm_ratio - target) <= 0.01 + 1e-9 and width.plan.requested_ratio == pytest.approx(target)
+    # the calibration sample follows calib_seed, and recovery its own seed
+    a, b = study.calibration(teacher, "bi", 4, seed=0), study.calibration(teacher, "bi", 4, seed=1)
+    assert study.P.calibration_fingerprint(a) != study.P.calibration_fingerprint(b)
+    from studylib import recovery as R
+
+    assert R.recovery_config(teacher, seed=2).seed == 2 and R.recovery_config(teacher).seed == teacher.seed
