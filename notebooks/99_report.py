@@ -63,7 +63,8 @@ R.show(claims[["claim", "held", "study", "this run", "test"]], verdict="held",
 # point is the mean over its seeds, its band the 95 % interval of items and seeds.
 
 # %%
-view = C.pooled(table[(table["recipe"] == "none") | ((table["fraction"] - fraction).abs() < 1e-9)],
+view = C.pooled(table[((table["recipe"] == "none") | ((table["fraction"] - fraction).abs() < 1e-9))
+                      & (table["recipe"] != "scratch")],
                 C.item_results(records))  # one point per configuration: the mean over its seeds
 fig = R.retention_figure(view)
 if fig is not None:

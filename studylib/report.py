@@ -441,7 +441,8 @@ def _share(m: dict) -> str:
 
 
 SECTIONS = {"00_teacher": "The teacher", "01_layerwise": "Layerwise pruning", "02_widthwise": "Widthwise pruning",
-            "03_recovery": "Recovery", "04_data_efficiency": "Data efficiency", "05_efficiency": "Speed and memory"}
+            "03_recovery": "Recovery", "04_data_efficiency": "Data efficiency", "05_efficiency": "Speed and memory",
+            "06_from_scratch": "From scratch"}
 
 
 def run_title(rec: dict) -> str:
@@ -480,6 +481,11 @@ def run_title(rec: dict) -> str:
             return (f"{section}: {m.get('paradigm', p.get('paradigm'))} {criterion_label(m.get('criterion', p.get('criterion')))} "
                     f"{_pct(m.get('ratio', p.get('ratio')))}, {TRAINS.get(r['train'], r['train'])}, {loss_label(r['loss'])}, "
                     f"{', '.join(_pct(f) for f in fr)} of the data: AVG % {key}")
+        if nb == "06_from_scratch":
+            b = m.get("budget") or {}
+            return (f"{section}: the size of {m.get('paradigm', p.get('paradigm'))} {_pct(m.get('ratio', p.get('ratio')))}, "
+                    f"{b.get('examples_scratch', '?')} examples (the compute of pruning + recovery): AVG % "
+                    f"{_avg(m.get('avg_percent_scratch'))}")
         if nb == "05_efficiency":
             models = m.get("models") or {}
             ratios = sorted({v.get("requested_ratio") for v in models.values() if v.get("requested_ratio") is not None})

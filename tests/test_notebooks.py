@@ -31,6 +31,8 @@ SMOKE = {
     "05_efficiency": dict(n_train=200, n_bench=10,
                           ratios=[0.15], calib_samples=8, round_to=[1, 8], round_ratio=0.15, batch_sizes=[1, 2],
                           goal_batch_size=2, new_tokens=2, repeats=2, warmup=1, check_quality=False),
+    "06_from_scratch": dict(n_train=200, n_bench=10, criterion="l2", ratio=0.3, match_layerwise=False,
+                            data_fraction=32, batch_size=8, check_quality=False),
     "99_report": dict(runs_dir="/nonexistent/runs"),  # no records: every table empty, every claim "no evidence"
 }
 

@@ -124,3 +124,27 @@ def test_widthwise_matched_to_layerwise_prunes_to_the_ratio_layerwise_achieves(t
     from studylib import recovery as R
 
     assert R.recovery_config(teacher, seed=2).seed == 2 and R.recovery_config(teacher).seed == teacher.seed
+
+
+def test_claim_6_compares_with_a_model_trained_from_scratch_with_the_same_compute():
+    best = items(0.60, 1)
+    records = [recovered_record("r", "widthwise", 0.60, "lora:ce+hidden", best, 0)]
+    assert "no from-scratch model measured" in claim(records, "6")["this run"]  # the old reading, said
+    scratch = recovered_record("s", "widthwise", 0.60, "lora:ce+hidden", items(0.25, 2), 0)
+    scratch.update(notebook="06_from_scratch")
+    m = scratch["metrics"]
+    m["avg_percent_scratch"], m["avg_percent_scratch_lo"], m["avg_percent_scratch_hi"] = (
+        m.pop("avg_percent_recovered"), m.pop("avg_percent_recovered_lo"), m.pop("avg_percent_recovered_hi"))
+    m["items"] = {"teacher": TEACHER, "scratch": m["items"]["recovered"]}
+    row = claim(records + [scratch], "6")
+    assert "from scratch" in row["this run"] and row["held"] == "no", row["this run"]  # pruning wins: worth it
+    assert "scratch" not in set(C.decision_guide(C.retention(records + [scratch]))["recipe"])
+
+
+def test_from_scratch_budget_counts_recovery_kd_and_calibration():
+    from studylib import scratch
+
+    b = scratch.Budget(1000, 10, "gradients", True, student_params=100, teacher_params=250)
+    assert b.examples_scratch == round(1000 * (1 + 2.5 / 3) + 10 * 2.5)
+    assert scratch.Budget(1000, 50, "forward", False, 100, 250).examples_scratch == round(1000 + 50 * 2.5 / 3)
+    assert scratch.Budget(1000, 0, "nothing", False, 100, 250, multiple=2.0).examples_scratch == 2000
