@@ -421,7 +421,7 @@ BUDGETS = [("no training", ["none"]), ("projector only", ["none", "projector"]),
 
 
 def decision_guide(table, fraction: float = 0.05, items: dict | None = None):
-    """For each ratio band and training budget, the (paradigm, recipe) that retained most in this run
+    """For each band of achieved LM ratio and training budget, the (paradigm, recipe) that retained most in this run
     (recovery with `fraction` of the data), computed from the measurements, never written by hand. `tie with`
     names the runner-up (another paradigm or recipe) when the paired 95 % interval of best - runner-up
     includes 0 (`items`: `item_results(records)`; without them, no tie can be called and the column says so).
@@ -439,7 +439,8 @@ def decision_guide(table, fraction: float = 0.05, items: dict | None = None):
     t["trained"] = t["recipe"].str.split(":").str[0]
     judge, rows = _Judge(items or {}), []
     for band, lo, hi in RATIO_BANDS:
-        in_band = t[(t["ratio"] > lo + 1e-9) & (t["ratio"] <= hi + 1e-9)] if lo else t[t["ratio"] <= hi + 1e-9]
+        x = t["lm_ratio"]  # the achieved ratio: a matched widthwise model and the layerwise one share a band
+        in_band = t[(x > lo + 1e-9) & (x <= hi + 1e-9)] if lo else t[x <= hi + 1e-9]
         for budget, allowed in BUDGETS:
             cand = in_band[in_band["trained"].isin(allowed)]
             if not len(cand):
@@ -457,7 +458,7 @@ def decision_guide(table, fraction: float = 0.05, items: dict | None = None):
             advice = (("prune and recover" if trained else "prune; no recovery needed") if best["avg_percent"] >= 90
                       else "acceptable loss?" if best["avg_percent"] >= 80 else "not worth it: a smaller model")
             rows.append({"compression": band, "budget": budget, "paradigm": best["paradigm"],
-                         "recipe": best["recipe"], "ratio": best["ratio"], "AVG %": round(best["avg_percent"], 1),
+                         "recipe": best["recipe"], "ratio": best["lm_ratio"], "AVG %": round(best["avg_percent"], 1),
                          "tie with": tie, "advice": advice})
     return pd.DataFrame(rows)
 

@@ -245,7 +245,7 @@ def test_only_selects_cells_and_their_dependencies(fake):
 
 def records():
     """Run records shaped as the study's notebooks write them (numbers chosen for the test)."""
-    per_ratio = lambda avgs: [{"requested_ratio": r, "lm_ratio": r + 0.01, "avg_percent": a, "relative": {"ocr": a}}
+    per_ratio = lambda avgs: [{"requested_ratio": r, "lm_ratio": r - 0.01, "avg_percent": a, "relative": {"ocr": a}}
                               for r, a in zip((0.15, 0.30, 0.45, 0.60), avgs)]
     recs = [{"run_id": "l", "notebook": "01_layerwise", "metrics": {"criterion": "bi", "per_ratio": per_ratio([80, 60, 40, 20])}},
             {"run_id": "w", "notebook": "02_widthwise", "metrics": {"criterion": "taylor", "per_ratio": per_ratio([90, 70, 50, 30])}}]
