@@ -691,8 +691,10 @@ def _job_result(job, cell: Cell, runs: Path) -> dict:
         return record
 
 
-def collect(runs: Path = RUNS) -> list[dict]:
-    """Every finished run record (`<run-id>.json`) under `runs`."""
+def collect(runs: Path = RUNS, superseded: bool = False) -> list[dict]:
+    """Every finished run record (`<run-id>.json`) under `runs`, in run-id order. A record superseded by a newer
+    one of the same notebook and parameters (the code or the teacher changed, so its run id did) is left out,
+    unless `superseded`: otherwise the report would pool old and new runs as if they were seeds."""
     out = []
     for p in sorted(runs.glob("*.json")):
         if p.name.startswith(".") or p.name.endswith(".failed.json"):
@@ -700,7 +702,15 @@ def collect(runs: Path = RUNS) -> list[dict]:
         rec = json.loads(p.read_text())
         if isinstance(rec, dict) and rec.get("status") == "ok" and "run_id" in rec:
             out.append(rec)
-    return out
+    if superseded:
+        return out
+    newest: dict[str, dict] = {}
+    for rec in out:
+        same = json.dumps([rec.get("notebook"), rec.get("parameters")], sort_keys=True, default=str)
+        if same not in newest or str(rec.get("finished", "")) >= str(newest[same].get("finished", "")):
+            newest[same] = rec
+    kept = {id(r) for r in newest.values()}
+    return [r for r in out if id(r) in kept]
 
 
 def aggregate(runs: Path = RUNS, out: Path | None = None):

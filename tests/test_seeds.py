@@ -148,3 +148,18 @@ def test_from_scratch_budget_counts_recovery_kd_and_calibration():
     assert b.examples_scratch == round(1000 * (1 + 2.5 / 3) + 10 * 2.5)
     assert scratch.Budget(1000, 50, "forward", False, 100, 250).examples_scratch == round(1000 + 50 * 2.5 / 3)
     assert scratch.Budget(1000, 0, "nothing", False, 100, 250, multiple=2.0).examples_scratch == 2000
+
+
+def test_a_record_superseded_by_a_newer_run_of_the_same_cell_is_not_pooled(tmp_path):
+    import json
+
+    def write(run_id, finished, params):
+        rec = {"run_id": run_id, "notebook": "03_recovery", "parameters": params, "status": "ok",
+               "finished": finished, "metrics": {}}
+        (tmp_path / f"{run_id}.json").write_text(json.dumps(rec))
+
+    write("03_recovery-old", "2026-12-02T10:00:00", {"ratio": 0.3, "recovery_seed": 0})
+    write("03_recovery-new", "2026-12-02T11:00:00", {"ratio": 0.3, "recovery_seed": 0})
+    write("03_recovery-seed1", "2026-12-02T09:00:00", {"ratio": 0.3, "recovery_seed": 1})
+    assert [r["run_id"] for r in S.collect(tmp_path)] == ["03_recovery-new", "03_recovery-seed1"]
+    assert len(S.collect(tmp_path, superseded=True)) == 3
