@@ -161,6 +161,8 @@ def pool(table):
                        ("items_key", "")):
         if c not in t:
             t[c] = default
+    # one run measured twice (a data-efficiency curve point and a recovery cell with the same seeds) counts once
+    t = t.assign(_r=t["recovery_seed"].fillna(-1)).drop_duplicates([*POOLED_BY, "calib_seed", "_r"]).drop(columns="_r")
     rows = []
     for _, g in t.groupby(POOLED_BY, dropna=False, sort=False):
         first = g.iloc[0].to_dict()
