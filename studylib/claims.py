@@ -207,10 +207,11 @@ class _Judge:
     def __init__(self, items: dict):
         self.items, self.pointwise = items, False
 
-    def _runs(self, row) -> list | None:
+    def _mean(self, row, teacher: dict) -> dict | None:
+        """The per-item mean over the row's seeds, on the teacher's benchmarks (None without per-item results)."""
         keys = row["items_keys"] if "items_keys" in row else (row["items_key"],)
         runs = [self.items.get(k) for k in keys]
-        return None if any(r is None for r in runs) else runs
+        return None if any(r is None for r in runs) else I.mean_items([{b: r[b] for b in teacher} for r in runs])
 
     def _teacher(self, row) -> dict | None:
         return self.items.get(f"teacher@{row['teacher']}" if "teacher" in row else "", self.items.get("teacher"))
@@ -223,21 +224,20 @@ class _Judge:
         """A model's AVG % (mean over its seeds) with its 95 % interval (NaN bounds without per-item results)."""
         if self._n(row) == 1:
             return I.Interval(float(row["avg_percent"]), float(row["avg_percent_lo"]), float(row["avg_percent_hi"]))
-        t, runs = self._teacher(row), self._runs(row)
-        if not t or runs is None:
+        t = self._teacher(row)
+        mean = self._mean(row, t) if t else None
+        if mean is None:
             return I.Interval(float(row["avg_percent"]), float("nan"), float("nan"))
-        mean = I.mean_items([{b: r[b] for b in t} for r in runs])
         return I.with_seeds(I.interval(mean, t), I.seed_half_width(list(row["values"])))
 
     def diff(self, a, b) -> "I.Interval":
         """AVG %(a) - AVG %(b), paired over the same items; with seeds, widened by the seeds' t half-width
         (of the per-seed differences when both have the same seeds, else of each side's mean, in quadrature)."""
-        t, ra, rb = self._teacher(a), self._runs(a), self._runs(b)
-        if not t or ra is None or rb is None:
+        t = self._teacher(a)
+        ia, ib = (self._mean(a, t), self._mean(b, t)) if t else (None, None)
+        if ia is None or ib is None:
             nan = float("nan")
             return I.Interval(float(a["avg_percent"] - b["avg_percent"]), nan, nan)
-        ia = I.mean_items([{k: r[k] for k in t} for r in ra])
-        ib = I.mean_items([{k: r[k] for k in t} for r in rb])
         items_part = I.difference(ia, ib, t)
         na, nb = self._n(a), self._n(b)
         if na > 1 and nb > 1 and a["seeds"] == b["seeds"]:
