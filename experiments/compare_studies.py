@@ -44,4 +44,9 @@ for k in missing:
     print("UNMATCHED", k[0], k[1][:150])
 sa = json.loads(Path(sys.argv[1], "reports/summary.json").read_text())
 sb = json.loads(Path(sys.argv[2], "reports/summary.json").read_text())
-print("verdicts", [c["held"] for c in sa["claims"]], [c["held"] for c in sb["claims"]])
+va, vb = [c["held"] for c in sa["claims"]], [c["held"] for c in sb["claims"]]
+print("verdicts", va, vb, "the same" if va == vb else "DIFFERENT")
+# The two claims tables side by side (markdown), as the README shows them
+print(f"\n| claim | {sys.argv[1]} | verdict | {sys.argv[2]} | verdict |\n|---|---|---|---|---|")
+for ca, cb in zip(sa["claims"], sb["claims"]):
+    print(f"| {ca['claim'].split('.')[0]} | {ca['this run']} | {ca['held']} | {cb['this run']} | {cb['held']} |")

@@ -90,6 +90,24 @@ def _seeds(m: dict, recovered: bool) -> dict:
             "recovery_seed": m.get("recovery_seed", seed) if recovered else float("nan")}
 
 
+# The loss variants a recipe name spells out when they differ from the default (configs/variants.yaml)
+VARIANTS = (("hidden", "hidden_target", "blocks"), ("kl", "kl_scale", "token_mean"))
+
+
+def recipe_name(recipe: dict) -> str:
+    """'train:loss', plus '/variant' for a non-default hidden-state target or KL scaling of a loss that uses
+    it ('lora:ce+hidden/final_norm'), so that recipes differing only there are told apart, never pooled."""
+    loss = recipe["loss"]
+    extra = [recipe[key] for term, key, default in VARIANTS
+             if term in loss.split("+") and recipe.get(key, default) != default]
+    return f"{recipe['train']}:{loss}" + "".join(f"/{v}" for v in extra)
+
+
+def recipe_loss(recipe: str) -> str:
+    """The loss of a recipe name, without its variants: 'lora:ce+hidden/final_norm' -> 'ce+hidden'."""
+    return recipe.split(":", 1)[-1].split("/")[0]
+
+
 def measured(records: list[dict]):
     """Every model the run records measured, in record order: (record, kind, columns, source). kind: "pruned" (each
     ratio of a pruning notebook, no recovery), "recovered" (a recovery run) or "curve" (each point of a
@@ -108,7 +126,7 @@ def measured(records: list[dict]):
         elif nb in ("03_recovery", "04_data_efficiency", "06_from_scratch"):
             columns = {"paradigm": m["paradigm"], "criterion": m["criterion"], "ratio": m["ratio"],
                        "matched": bool(m.get("match_layerwise")) and m["paradigm"] == "widthwise",
-                       "lm_ratio": m["lm_ratio"], "recipe": f"{m['recipe']['train']}:{m['recipe']['loss']}",
+                       "lm_ratio": m["lm_ratio"], "recipe": recipe_name(m["recipe"]),
                        **_seeds(m, True)}
             if nb == "03_recovery":
                 yield rec, "recovered", {**columns, "fraction": _fraction(m)}, m
@@ -312,13 +330,14 @@ def _parts(t, fraction: float, judge: _Judge) -> dict[str, list[Part]]:
 
     # 3: ce+hidden within 0.5 point of the best recipe at every (paradigm, ratio) with several recipes
     for (p, r), g in rec.groupby(["paradigm", "ratio"]):
-        if g["recipe"].nunique() < 2 or not g["recipe"].str.endswith(":ce+hidden").any():
+        is_hidden = g["recipe"].map(recipe_loss) == "ce+hidden"  # any target of the hidden-state loss
+        if is_hidden.all() or not is_hidden.any():
             continue
-        hid = _best(g[g["recipe"].str.endswith(":ce+hidden")])
-        other = _best(g[~g["recipe"].str.endswith(":ce+hidden")])
+        hid, other = _best(g[is_hidden]), _best(g[~is_hidden])
         parts["3"].append(Part(f"{p} {r:.0%}: ce+hidden - best other", judge.diff(hid, other), -0.5,
                                n_seeds=min(n(hid), n(other)),
-                               context=f"{hid.avg_percent:.1f} vs {other.recipe} {other.avg_percent:.1f}"))
+                               context=(f"{hid.recipe} " if is_hidden.sum() > 1 else "")
+                               + f"{hid.avg_percent:.1f} vs {other.recipe} {other.avg_percent:.1f}"))
 
     # 4: with `fraction` of the data, the best recipe at <= 30 % keeps > 95 %
     for (p, r), g in rec[rec["ratio"] <= 0.30].groupby(["paradigm", "ratio"]):

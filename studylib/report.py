@@ -417,11 +417,13 @@ def loss_label(loss: str) -> str:
 
 
 def recipe_label(recipe: str) -> str:
-    """'lora:ce+hidden' -> 'LoRA, CE + hidden KD'; 'none' -> 'no recovery'."""
+    """'lora:ce+hidden' -> 'LoRA, CE + hidden KD'; 'lora:ce+hidden/final_norm' -> 'LoRA, CE + hidden KD
+    (final_norm)'; 'none' -> 'no recovery'."""
     if recipe == "none" or ":" not in str(recipe):
         return TRAINS.get(recipe, str(recipe))
     train, loss = recipe.split(":", 1)
-    return f"{TRAINS.get(train, train)}, {loss_label(loss)}"
+    loss, *variants = loss.split("/")
+    return f"{TRAINS.get(train, train)}, {loss_label(loss)}" + "".join(f" ({v})" for v in variants)
 
 
 def _pct(x) -> str:
