@@ -103,6 +103,9 @@ def test_replicates_run_every_cell_per_element_after_its_own_teacher():
 def test_the_shipped_seed_configs_expand():
     seeds = S.load_config(S.files.home() / "configs" / "seeds.yaml")
     assert sum(c.notebook == "00_teacher" for c in seeds) == 3
+    # every claim is decided per teacher, claim 6 against its from-scratch model
+    assert sum(c.notebook == "06_from_scratch" for c in seeds) == 3
+    assert {c.notebook for c in seeds} == {"00_teacher", "01_layerwise", "02_widthwise", "03_recovery", "06_from_scratch"}
     default = S.load_config(S.files.home() / "configs" / "default.yaml")
     recovery = [c for c in default if c.notebook == "03_recovery"]
     assert {c.parameters["recovery_seed"] for c in recovery} == {0, 1, 2}
