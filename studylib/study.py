@@ -313,8 +313,8 @@ def ratio_table(teacher: Teacher, results: dict, criterion: str, ratios: list) -
 def pruning_metrics(teacher: Teacher, results: dict, criterion: str, ratios: list, compare_ratio: float,
                     criteria: list[str], matched: dict | None = None) -> dict:
     """The part of notebooks 01 and 02's metrics record that the report reads: AVG % and per-benchmark
-    relative scores at every ratio (for `criterion`) and for every criterion at `compare_ratio`, and the
-    plans. `matched`: {requested ratio: the LM ratio a layerwise plan achieves for it} that `criterion` was
+    relative scores at every ratio (for `criterion`) and for every criterion at `compare_ratio` (with each
+    one's paired difference to `random` there, `minus_random`), and the plans. `matched`: {requested ratio: the LM ratio a layerwise plan achieves for it} that `criterion` was
     also pruned to (`layerwise_ratio`); their per_ratio entries say `matched_to` the requested ratio."""
     matched = matched or {}
     entry = lambda r: {**plan_summary(results[criterion, r].plan), "avg_percent": results[criterion, r].avg,
@@ -327,22 +327,36 @@ def pruning_metrics(teacher: Teacher, results: dict, criterion: str, ratios: lis
         "per_ratio": [entry(r) for r in ratios] + [{**entry(m), "matched_to": r} for r, m in matched.items()],
         "comparison": {"ratio": compare_ratio,
                        "avg_percent": {c: results[c, compare_ratio].avg for c in criteria},
+                       "minus_random": minus_random(teacher, results, criteria, compare_ratio)
+                       .set_index("criterion")[["value", "lo", "hi"]].to_dict(orient="index"),
                        "relative": {c: by_benchmark(results[c, compare_ratio].relative) for c in criteria}},
         "plans": {f"{c}@{r}": p.plan.to_dict() for (c, r), p in results.items()},
         "items": {"teacher": teacher.items, **{f"{c}@{r}": p.items for (c, r), p in results.items()}},
     }
 
 
-def assert_pruning_quality(teacher: Teacher, avg: pd.Series, compare: pd.DataFrame) -> None:
+def assert_pruning_quality(teacher: Teacher, avg: pd.Series) -> None:
     """What pruning without recovery must show on a trained teacher: every benchmark scored; removing more
-    costs more (AVG % at the smallest ratio > at the largest); the largest ratio loses performance (< 90 %);
-    the best informed criterion is at least as good as `random` at the comparison ratio."""
+    costs more (AVG % at the smallest ratio > at the largest); the largest ratio loses performance (< 90 %).
+    Whether a criterion beats `random` is measured (`minus_random`), not asserted."""
     assert not teacher.excluded, f"the teacher scores 0 on {teacher.excluded}"
     assert avg[avg.index.min()] > avg[avg.index.max()], "removing more costs more"
     assert avg.max() <= 105 and avg[avg.index.max()] < 90, "pruning without recovery loses performance"
-    informed = compare[compare["criterion"] != "random"]["AVG %"]
-    if "random" in set(compare["criterion"]) and len(informed):
-        assert informed.max() >= compare.set_index("criterion").loc["random", "AVG %"], "a criterion beats random"
+
+
+def minus_random(teacher: Teacher, results: dict, criteria: list[str], ratio: float) -> pd.DataFrame:
+    """For every criterion but `random`: AVG %(criterion) - AVG %(random) at `ratio` on the same items, with its
+    95 % paired-bootstrap interval (`intervals.difference`), and what it reads as: it beats random only where the
+    interval lies above 0. Empty without a random run or per-item results (MME's points have none). Measured,
+    not assumed: on teacher seed 1, random beat Taylor at widthwise 30 % (docs/results.md, section 1)."""
+    scored = teacher.scored
+    columns = ["criterion", "value", "lo", "hi", "reading"]
+    if "random" not in criteria or not scored or any(b not in teacher.items for b in scored):
+        return pd.DataFrame(columns=columns)
+    on = lambda c: {b: results[c, ratio].items[b] for b in scored}
+    diffs = {c: I.difference(on(c), on("random"), {b: teacher.items[b] for b in scored}) for c in criteria if c != "random"}
+    reading = lambda d: "beats random" if d.lo > 0 else "loses to random" if d.hi < 0 else "not told apart from random"
+    return pd.DataFrame([[c, d.value, d.lo, d.hi, reading(d)] for c, d in diffs.items()], columns=columns)
 
 
 def heads_kept(plan: P.PruningPlan) -> list[int]:

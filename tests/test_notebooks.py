@@ -101,8 +101,8 @@ def test_notebook_executes_with_smoke_parameters(nb, tmp_path, cache_dir, tiny_t
         items, scored = metrics["items"], metrics["scored_benchmarks"]
         informed = [c for c in SMOKE[nb.stem]["criteria"] if c != "random"]
         # informed - random is measured, not asserted (the smoke teacher scores nothing: then there is none)
-        assert list(metrics["minus_random"]) == (informed if scored else [])
-        for d in metrics["minus_random"].values():
+        assert list(metrics["comparison"]["minus_random"]) == (informed if scored else [])
+        for d in metrics["comparison"]["minus_random"].values():
             assert d["lo"] <= d["value"] <= d["hi"]
         for point in metrics["per_ratio"]:
             key = f"{metrics['criterion']}@{point['requested_ratio']}"

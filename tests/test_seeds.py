@@ -188,3 +188,25 @@ def test_loss_variants_are_recipes_of_their_own_never_pooled_as_seeds():
     # claim 3 compares the best hidden-state target with the best other recipe, and names it
     row = claim(records, "3")
     assert "lora:ce+hidden" in row["this run"] and "vs lora:c" in row["this run"], row["this run"]
+
+
+def test_a_criterion_against_random_is_a_measured_paired_difference():
+    from types import SimpleNamespace as NS
+
+    from studylib import study
+
+    rng = np.random.default_rng(0)
+    teacher_items = {"mcq": [1] * 200, "count": [1] * 200}
+    half = {b: [int(x) for x in rng.random(200) < 0.5] for b in teacher_items}
+    teacher = NS(scored=list(teacher_items), items=teacher_items)
+    results = {("random", 0.3): NS(items=half), ("same", 0.3): NS(items=half),
+               ("good", 0.3): NS(items={b: [1] * 200 for b in teacher_items}),
+               ("bad", 0.3): NS(items={b: [0] * 200 for b in teacher_items})}
+    t = study.minus_random(teacher, results, ["good", "same", "bad", "random"], 0.3).set_index("criterion")
+    assert (t.loc["same", ["value", "lo", "hi"]] == 0).all() and t.loc["same", "reading"] == "not told apart from random"
+    assert t.loc["good", "reading"] == "beats random" and t.loc["good", "lo"] > 0
+    assert t.loc["bad", "reading"] == "loses to random" and t.loc["bad", "hi"] < 0
+    assert t.loc["good", "value"] == pytest.approx(100 - I.avg_percent(half, teacher_items))
+    # nothing to compare with: no random run, or a benchmark without per-item results
+    assert study.minus_random(teacher, results, ["good"], 0.3).empty
+    assert study.minus_random(NS(scored=["mme"], items={}), results, ["good", "random"], 0.3).empty
