@@ -314,8 +314,9 @@ def pruning_metrics(teacher: Teacher, results: dict, criterion: str, ratios: lis
                     criteria: list[str], matched: dict | None = None) -> dict:
     """The part of notebooks 01 and 02's metrics record that the report reads: AVG % and per-benchmark
     relative scores at every ratio (for `criterion`) and for every criterion at `compare_ratio` (with each
-    one's paired difference to `random` there, `minus_random`), and the plans. `matched`: {requested ratio: the LM ratio a layerwise plan achieves for it} that `criterion` was
-    also pruned to (`layerwise_ratio`); their per_ratio entries say `matched_to` the requested ratio."""
+    one's paired difference to `random` there, `minus_random`), and the plans. `matched`: {requested ratio:
+    the LM ratio a layerwise plan achieves for it} that `criterion` was also pruned to (`layerwise_ratio`);
+    their per_ratio entries say `matched_to` the requested ratio."""
     matched = matched or {}
     entry = lambda r: {**plan_summary(results[criterion, r].plan), "avg_percent": results[criterion, r].avg,
                        "avg_percent_lo": results[criterion, r].interval.lo,
