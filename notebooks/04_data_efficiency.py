@@ -18,10 +18,11 @@
 #   $\tau = 2$, $P = A$ (or every token, `kl_positions = "all"`, as the study's code); the study's code also sums
 #   over each sequence's positions instead of dividing by $|P|$ (`kl_scale = "sequence_sum"`);
 # * hidden-state distillation: $\mathcal{L}_{HID} = \frac{1}{|J|}\sum_{j \in J}\mathrm{mean}_{t,d}\,(h^S_{j} - h^T_{m(j)})^2$: the final
-#   block outputs of student and teacher, before the final norm (`hidden_target = "blocks"`), plus optional
-#   student blocks $j$ matched to the teacher block $m(j)$ they were (the pruning plan's kept blocks after
-#   layerwise pruning). The study's code matches the last hidden state *after* the final norm instead
-#   (`"final_norm"`); `"scale_free"` divides each pair's MSE by the teacher's $\mathrm{mean}(h_T^2)$;
+#   hidden states of student and teacher, taken *after* the final norm as the study's code does
+#   (`hidden_target = "final_norm"`), plus optional student blocks $j$ matched to the teacher block $m(j)$ they
+#   were (the pruning plan's kept blocks after layerwise pruning). `"blocks"` matches the final block outputs
+#   before the norm instead, `"scale_free"` those divided by the teacher's $\mathrm{mean}(h_T^2)$ per pair (on a
+#   pretrained decoder whose residual stream has RMS ~1000, the unnormalised block loss swamps the CE);
 # * combinations: $\mathcal{L} = \alpha\,\mathcal{L}_{KD} + (1-\alpha)\,\mathcal{L}_{CE}$ with $\alpha = 0.5$ and
 #   $\mathcal{L}_{KD}$ the sum of the KD terms named (`ce+kl`, `ce+hidden`, `ce+hidden+kl`).
 #

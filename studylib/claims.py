@@ -91,12 +91,12 @@ def _seeds(m: dict, recovered: bool) -> dict:
 
 
 # The loss variants a recipe name spells out when they differ from the default (configs/variants.yaml)
-VARIANTS = (("hidden", "hidden_target", "blocks"), ("kl", "kl_scale", "token_mean"))
+VARIANTS = (("hidden", "hidden_target", "final_norm"), ("kl", "kl_scale", "token_mean"))
 
 
 def recipe_name(recipe: dict) -> str:
     """'train:loss', plus '/variant' for a non-default hidden-state target or KL scaling of a loss that uses
-    it ('lora:ce+hidden/final_norm'), so that recipes differing only there are told apart, never pooled."""
+    it ('lora:ce+hidden/blocks'), so that recipes differing only there are told apart, never pooled."""
     loss = recipe["loss"]
     extra = [recipe[key] for term, key, default in VARIANTS
              if term in loss.split("+") and recipe.get(key, default) != default]
@@ -104,7 +104,7 @@ def recipe_name(recipe: dict) -> str:
 
 
 def recipe_loss(recipe: str) -> str:
-    """The loss of a recipe name, without its variants: 'lora:ce+hidden/final_norm' -> 'ce+hidden'."""
+    """The loss of a recipe name, without its variants: 'lora:ce+hidden/blocks' -> 'ce+hidden'."""
     return recipe.split(":", 1)[-1].split("/")[0]
 
 

@@ -517,8 +517,8 @@ def build_parser(recovery_defaults: bool = False, criteria_help: bool = False) -
     rc.add_argument("--kl-scale", default=None, choices=V.KL_SCALES,
                     help="KL averaged over the positions compared, or summed per sequence (the study's code)")
     rc.add_argument("--hidden-target", default=None, choices=V.HIDDEN_TARGETS,
-                    help="hidden-state KD on block outputs before the final norm, on the last state after it "
-                         "(the study's code), or scale-free (each pair's MSE over the teacher's mean square)")
+                    help="hidden-state KD on the last state after the final norm (default, the study's code), "
+                         "on block outputs before it, or scale-free (each pair's MSE over the teacher's mean square)")
     rc.add_argument("--hidden-layers", default=None, type=V.arg_csv(), metavar="J,K",
                     help="extra student blocks whose outputs are matched (the final block always is)")
     rc.add_argument("--teacher-input", default=None, choices=V.TEACHER_INPUTS,

@@ -15,9 +15,9 @@ The loss (`config.loss`), over a batch with answer positions A (labels != -100, 
     hidden  HID    = mean over matched block pairs (j, m(j)) of mean_{t, d} (h^S_j - h^T_{m(j)})^2
                      over non-padding tokens: the final blocks of both models always; an extra student
                      block j is matched to the teacher block it was (the plan's kept blocks, or j).
-                     `hidden_target`: "blocks" (default: block outputs, before the final norm),
-                     "final_norm" (the last hidden state after the final norm, as the study's code), or
-                     "scale_free" (each pair's MSE divided by mean(h^T^2))
+                     `hidden_target`: "final_norm" (default, as the study's code: the final pair is the
+                     last hidden state, after the final norm), "blocks" (block outputs, before the final
+                     norm), or "scale_free" (block outputs, each pair's MSE divided by mean(h^T^2))
     ce+kl, ce+hidden, ce+hidden+kl:   alpha * KD + (1 - alpha) * CE,   KD = KL, HID or KL + HID
 
 The teacher is frozen and runs without gradients on the same batch. By default it sees its own image
@@ -67,7 +67,7 @@ class RecoveryConfig:
     temperature: float = 2.0  # tau of the KL term
     kl_positions: str = "answer"  # answer | all
     kl_scale: str = "token_mean"  # token_mean | sequence_sum (the study's code: summed over positions and vocabulary)
-    hidden_target: str = "blocks"  # blocks | final_norm (the study's code) | scale_free, see hidden_mse
+    hidden_target: str = "final_norm"  # final_norm (the study's code) | blocks | scale_free, see hidden_mse
     hidden_layers: list[int] = field(default_factory=list)  # extra student blocks matched (final block always)
     teacher_input: str = "own"  # own | student (the study's code)
     data_fraction: float | int = 0.05  # float in (0, 1]: a fraction; int >= 1: a number of examples

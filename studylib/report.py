@@ -417,8 +417,8 @@ def loss_label(loss: str) -> str:
 
 
 def recipe_label(recipe: str) -> str:
-    """'lora:ce+hidden' -> 'LoRA, CE + hidden KD'; 'lora:ce+hidden/final_norm' -> 'LoRA, CE + hidden KD
-    (final_norm)'; 'none' -> 'no recovery'."""
+    """'lora:ce+hidden' -> 'LoRA, CE + hidden KD'; 'lora:ce+hidden/blocks' -> 'LoRA, CE + hidden KD
+    (blocks)'; 'none' -> 'no recovery'."""
     if recipe == "none" or ":" not in str(recipe):
         return TRAINS.get(recipe, str(recipe))
     train, loss = recipe.split(":", 1)

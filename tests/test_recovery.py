@@ -493,10 +493,10 @@ def test_scale_free_hidden_loss_ignores_the_residual_scale():
     assert torch.isclose(free, plain / b.pow(2).mean())
 
 
-@pytest.mark.parametrize("target", ["final_norm", "scale_free"])
+@pytest.mark.parametrize("target", ["final_norm", "blocks", "scale_free"])
 def test_hidden_targets_train(setting, tmp_path, target):
-    """The study's variant (the last state after the final norm) and the scale-free one train end to end;
-    after the final norm the states are normalised, so the term is on another scale than the block outputs'."""
+    """Each hidden-state target trains end to end: the study's (the last state after the final norm, the
+    default), the block outputs before it, and the scale-free one."""
     student, plan = pruned(setting)
     result = R.recover(student, setting["teacher"], setting["data"],
                        quick(train="projector", loss="ce+hidden", hidden_target=target, data_fraction=16),

@@ -172,19 +172,19 @@ def test_loss_variants_are_recipes_of_their_own_never_pooled_as_seeds():
     # the three hidden-state targets of configs/variants.yaml and gemma.yaml, one seed each, and the study's KL
     base = items(0.8, 0)
     records = []
-    for i, (loss, variant) in enumerate((("ce+hidden", {}), ("ce+hidden", {"hidden_target": "final_norm"}),
+    for i, (loss, variant) in enumerate((("ce+hidden", {}), ("ce+hidden", {"hidden_target": "blocks"}),
                                          ("ce+hidden", {"hidden_target": "scale_free"}),
                                          ("ce+kl", {"kl_scale": "sequence_sum"}), ("ce", {"hidden_target": "x"}))):
         rec = recovered_record(f"v{i}", "layerwise", 0.30, f"lora:{loss}", items(None, 30 + i, base=base, flips=5), 0)
         rec["metrics"]["recipe"] |= variant
         records.append(rec)
     pooled = C.pool(C.retention(records))
-    assert list(pooled["recipe"]) == ["lora:ce+hidden", "lora:ce+hidden/final_norm", "lora:ce+hidden/scale_free",
+    assert list(pooled["recipe"]) == ["lora:ce+hidden", "lora:ce+hidden/blocks", "lora:ce+hidden/scale_free",
                                       "lora:ce+kl/sequence_sum", "lora:ce"]  # a target a loss does not use is no variant
     assert set(pooled["n_seeds"]) == {1}
-    assert C.recipe_loss("lora:ce+hidden/final_norm") == "ce+hidden" and C.recipe_loss("none") == "none"
+    assert C.recipe_loss("lora:ce+hidden/blocks") == "ce+hidden" and C.recipe_loss("none") == "none"
     from studylib import report as R
-    assert R.recipe_label("lora:ce+hidden/final_norm") == "LoRA, CE + hidden KD (final_norm)"
+    assert R.recipe_label("lora:ce+hidden/blocks") == "LoRA, CE + hidden KD (blocks)"
     # claim 3 compares the best hidden-state target with the best other recipe, and names it
     row = claim(records, "3")
     assert "lora:ce+hidden" in row["this run"] and "vs lora:c" in row["this run"], row["this run"]
