@@ -17,7 +17,7 @@ sns.set_theme(style="whitegrid")
 
 # %% tags=["parameters"]
 runs_dir = "../reports/runs"   # where the sweep wrote its run records
-fraction = 0.05                # the data share the claims and the decision guide are read at
+fraction = 0.05                # the data share the claims and the guide are read at (else the one most recoveries used)
 metrics_path = "../reports/summary.json"
 reports_dir = ""               # folder of the rendered page, for figures/ and tables/ (empty: that of metrics_path)
 
@@ -31,6 +31,10 @@ records = S.collect(Path(runs_dir))
 table = C.retention(records)
 undefined = int(table["avg_percent"].isna().sum())  # only when a teacher scores 0 everywhere (smoke runs)
 table = table.dropna(subset=["avg_percent"])
+if (read_at := C.reading_fraction(table, fraction)) != fraction:
+    print(f"no recovery used {fraction:.1%} of the data: the claims and the guide are read at {read_at:.1%}, "
+          "the share most recoveries used")
+    fraction = read_at
 counts = pd.Series([r["notebook"] for r in records], dtype=object).value_counts().sort_index()
 print(f"{len(records)} finished runs" + (f"; {undefined} points without AVG % (the teacher scores 0 on every "
                                          "benchmark) left out" if undefined else ""))

@@ -382,7 +382,7 @@ TESTS = {
     "2": "at 15 %: projector-only - no recovery > 0 and best - projector-only < 2 points; at the next larger "
          "ratio measured: best - projector-only > 2 points",
     "3": "ce+hidden - the best other recipe > -0.5 point at every (paradigm, ratio) with several recipes",
-    "4": "best AVG % with {fraction:.0%} of the data > 95 at every ratio <= 30 %",
+    "4": "best AVG % with {percent:g} % of the data > 95 at every ratio <= 30 %",
     "5": "best recovered: layer - width > 0 at <= 30 %, width - layer > 0 at >= 45 % (needs both sides), widthwise "
          "at layerwise's LM ratio where measured",
     "6": "best recovered - a model of its size trained from scratch with the same compute (06_from_scratch) < 0 "
@@ -429,7 +429,7 @@ def claims_table(table, fraction: float = 0.05, items: dict | None = None):
                              + ", ".join(f"{p.q.value:.1f}" for p in each) + ")")
         out.append({"claim": f"{cid}. {claim}", "study": theirs, "this run": "; ".join(shown) or "not measured",
                     "held": _combine(verdicts) if verdicts else "no evidence",
-                    "test": TESTS[cid].format(fraction=fraction)})
+                    "test": TESTS[cid].format(percent=100 * fraction)})
     table_out = pd.DataFrame(out)
     if judge.pointwise:
         table_out["test"] += " (point estimates: these records carry no per-item results)"
@@ -439,6 +439,17 @@ def claims_table(table, fraction: float = 0.05, items: dict | None = None):
 RATIO_BANDS = [("<= 15 %", 0.0, 0.15), ("16-30 %", 0.15, 0.30), ("31-45 %", 0.30, 0.45), (">= 46 %", 0.45, 1.0)]
 BUDGETS = [("no training", ["none"]), ("projector only", ["none", "projector"]),
            ("LoRA", ["none", "projector", "lora"]), ("any", ["none", "projector", "lora", "full"])]
+
+
+def reading_fraction(table, wanted: float = 0.05) -> float:
+    """The data share the claims and the guide are read at: `wanted` when a recovery used it, else the share
+    most recoveries used (ties: the larger), so that a sweep of other shares (configs/gemma.yaml: 2.5 %) is
+    read at its own; `wanted` when nothing was recovered."""
+    f = table.loc[table["recipe"] != "none", "fraction"].dropna()
+    if not len(f) or ((f - wanted).abs() < 1e-9).any():
+        return wanted
+    counts = f.round(9).value_counts()
+    return float(max(counts[counts == counts.max()].index))
 
 
 def decision_guide(table, fraction: float = 0.05, items: dict | None = None):
@@ -460,8 +471,10 @@ def decision_guide(table, fraction: float = 0.05, items: dict | None = None):
     t["trained"] = t["recipe"].str.split(":").str[0]
     judge, rows = _Judge(items or {}), []
     for band, lo, hi in RATIO_BANDS:
-        x = t["lm_ratio"]  # the achieved ratio: a matched widthwise model and the layerwise one share a band
-        in_band = t[(x > lo + 1e-9) & (x <= hi + 1e-9)] if lo else t[x <= hi + 1e-9]
+        # the achieved ratio in whole percent, as the bands are labelled (a plan met to 45.01 % is in "31-45 %"):
+        # a matched widthwise model and the layerwise one share a band
+        x = (100 * t["lm_ratio"]).round()
+        in_band = t[(x > 100 * lo) & (x <= 100 * hi)] if lo else t[x <= 100 * hi]
         for budget, allowed in BUDGETS:
             cand = in_band[in_band["trained"].isin(allowed)]
             if not len(cand):

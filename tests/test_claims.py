@@ -70,3 +70,22 @@ def test_the_decision_guide_names_a_tie():
     row = guide.loc[("<= 15 %", "no training")]
     assert row["tie with"].startswith(("layerwise", "widthwise")), row["tie with"]
     assert row["advice"] in ("acceptable loss?", "prune; no recovery needed", "not worth it: a smaller model")
+
+
+def test_a_plan_met_to_a_hair_above_a_band_edge_stays_in_the_band_its_percent_names():
+    # the widthwise solver meets 45 % to 45.01 %: in whole percent it is 45 %, so "31-45 %", not ">= 46 %"
+    records = [pruning_record("w", "02_widthwise", "taylor", {0.4501: items(0.5, 1), 0.4649: items(0.4, 2)})]
+    guide = C.decision_guide(C.retention(records), items=C.item_results(records))
+    rows = guide[guide["budget"] == "no training"].set_index("compression")
+    assert rows.loc["31-45 %", "ratio"] == 0.4501 and rows.loc[">= 46 %", "ratio"] == 0.4649
+
+
+def test_the_report_reads_a_sweep_at_the_data_share_its_recoveries_used():
+    import pandas as pd
+
+    table = pd.DataFrame({"recipe": ["none", "lora:ce", "lora:ce", "lora:ce"], "fraction": [np.nan, 0.025, 0.025, 0.1]})
+    assert C.reading_fraction(table, 0.05) == 0.025  # no 5 % run: the share most recoveries used
+    assert C.reading_fraction(table, 0.1) == 0.1  # the share asked for, when measured
+    assert C.reading_fraction(table.iloc[:1], 0.05) == 0.05  # nothing recovered
+    tie = pd.DataFrame({"recipe": ["lora:ce", "lora:ce"], "fraction": [0.01, 0.2]})
+    assert C.reading_fraction(tie, 0.05) == 0.2
