@@ -4,6 +4,7 @@ The real GGUF weights are exercised by the slow test at the end (not part of mak
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -229,7 +230,7 @@ def test_gemma_config_runs_at_smoke_size(tmp_path, cache_dir):
     tiny = T.ensure_teacher(T.TeacherConfig(preset="llava-tiny", n_train=200, stage1_steps=2, max_steps=2,
                                             batch_size=8), root, cache_dir)
     shutil.copytree(tiny, root / f"teacher-llava-small-s0-{T.config_hash(T.TeacherConfig('llava-small'))}")
-    cfg = yaml.safe_load((S.ROOT / "configs" / "gemma.yaml").read_text())
+    cfg = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "gemma.yaml").read_text())
     cfg["defaults"] |= {"n_train": 200, "stage1_steps": 0, "max_steps": 12, "batch_size": 4, "n_bench": 6,
                         "check_quality": False, "checkpoint_root": str(root), "cache_dir": str(cache_dir)}
     # notebook 00 asserts that the loss fell (first five logged rows against the last five): 12 stage-2
